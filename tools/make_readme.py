@@ -1,0 +1,59 @@
+"""Write README.md from nbs/index.ipynb without Quarto (which `nbdev_readme` needs).
+
+Hidden cells and nbdev directives are dropped, code cells become fenced Python, text outputs fenced
+blocks, and image links are rewritten to be relative to the repository root.
+Usage: python tools/make_readme.py [--stdout]
+"""
+import json, re, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DIRECTIVE = re.compile(r'^\s*#\|\s*(.*)$')
+
+
+def _directives(src):
+    return {d.split()[0] for line in src.splitlines() if (m := DIRECTIVE.match(line)) and (d := m.group(1).strip())}
+
+
+def _strip_directives(src):
+    return '\n'.join(l for l in src.splitlines() if not DIRECTIVE.match(l)).strip('\n')
+
+
+def _text_outputs(cell):
+    out = []
+    for o in cell.get('outputs', []):
+        if o['output_type'] == 'stream' and o.get('name') == 'stdout': out.append(''.join(o['text']))
+        elif o['output_type'] in ('execute_result', 'display_data'):
+            data = o.get('data', {})
+            if 'text/markdown' in data: out.append(('MD', ''.join(data['text/markdown'])))
+            elif 'text/plain' in data and 'image/png' not in data: out.append(''.join(data['text/plain']))
+    return out
+
+
+def _fix_links(md):
+    # notebooks refer to images relative to nbs/; README lives one level up
+    return re.sub(r'(\]\(|src=")(?!https?:|/|#|nbs/)([^)"]+\.(?:png|jpg|jpeg|gif|svg))', r'\1nbs/\2', md)
+
+
+def render(nb_path=ROOT/'nbs'/'index.ipynb'):
+    nb = json.loads(Path(nb_path).read_text())
+    parts = []
+    for cell in nb['cells']:
+        src = ''.join(cell['source'])
+        flags = _directives(src)
+        if flags & {'hide', 'exec_doc'} or 'include: false' in src: continue
+        if cell['cell_type'] == 'markdown':
+            parts.append(_fix_links(src.strip()))
+            continue
+        if cell['cell_type'] != 'code': continue
+        code = _strip_directives(src)
+        if code and 'echo: false' not in src: parts.append(f'```python\n{code}\n```')
+        for o in _text_outputs(cell):
+            parts.append(o[1].strip() if isinstance(o, tuple) else f'```\n{o.rstrip()}\n```')
+    return '\n\n'.join(p for p in parts if p) + '\n'
+
+
+if __name__ == '__main__':
+    text = render()
+    if '--stdout' in sys.argv: sys.stdout.write(text)
+    else: (ROOT/'README.md').write_text(text); print('wrote README.md')
