@@ -113,12 +113,12 @@ def centred_disc(shape, radius_frac):
     return disc.expand(*shape)
 
 # %% ../nbs/06_metrics.ipynb #c006df2b
-def best_centred_disc(gt, ignore=IGNORE, radii=None, protocol='image'):
+def best_centred_disc(gt, ignore=IGNORE, radii=None, protocol='image', n_gt=2):
     "The centred disc with the best foreground IoU on labels `gt` `(B, H, W)`: returns `(radius_frac, scores)` (an oracle-tuned baseline)."
     radii = torch.linspace(0.1, 1.5, 29).tolist() if radii is None else radii
     best = None
     for r in radii:
-        s = segmentation_scores(centred_disc(gt.shape, r), gt, ignore=ignore, protocol=protocol)
+        s = segmentation_scores(centred_disc(gt.shape, r), gt, n_gt=n_gt, ignore=ignore, protocol=protocol)
         if best is None or s['iou'] > best[1]['iou']:
             best = (r, s)
     return best
@@ -151,7 +151,7 @@ def evaluate(masks_fn, images, gt, batch_size=64, n_gt=2):
         mask_sum = mask_sum + M.sum(0)
     labels, M_avg = torch.cat(labels), mask_sum / len(images)
     n = M_avg.shape[0]
-    radius, _ = best_centred_disc(gt)
+    radius, _ = best_centred_disc(gt, n_gt=n_gt)
     return dict(
         model=_both_protocols(labels, gt, n_gt),
         average_mask=_both_protocols(M_avg.argmax(0).expand(len(gt), -1, -1), gt, n_gt),
