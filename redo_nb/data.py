@@ -295,6 +295,7 @@ def show_samples(data: SegmentationData, n: int = 8, idx=None, title: str | None
         for a in axs[:, j]: a.set_xticks([]); a.set_yticks([])
     fig.suptitle(title or repr(data), fontsize=9)
     fig.tight_layout()
+    plt.close(fig)  # returned, not also drawn: shown once when it is a cell's value
     return fig
 
 # %% ../nbs/07_data.ipynb #feac05ec

@@ -133,12 +133,22 @@ def plot_redraws(model, images, gt=None, n_z=4, seed=0, max_images=8):
     return _finish(fig)
 
 # %% ../nbs/08_viz.ipynb #6096704a
+def _flatten_eval(rec):
+    "A `Trainer` evaluation record (scores nested under `eval`) as flat `val_*` keys that the plots read."
+    if not isinstance(rec.get('eval'), dict): return rec
+    ev, flat = rec['eval'], {k: v for k, v in rec.items() if k not in ('eval', 'areas')}
+    for name, key in (('model', 'val_iou'), ('average_mask', 'val_avg_mask_iou'), ('centred_disc', 'val_disc_iou')):
+        if name in ev:
+            flat[key] = ev[name]['image']['iou']
+            flat[key + '_dataset'] = ev[name]['dataset']['iou']
+    return flat
+
 def load_metrics(run):
     "The records of a run as a list of dicts, from a run folder (its `metrics.jsonl`), a `.jsonl` file or a list of dicts."
     if isinstance(run, (list, tuple)):
         if not all(isinstance(r, dict) for r in run):
             raise TypeError("load_metrics: a list of records must hold dicts")
-        return list(run)
+        return [_flatten_eval(r) for r in run]
     path = Path(run)
     if path.is_dir():
         path = path / 'metrics.jsonl'
@@ -155,7 +165,7 @@ def load_metrics(run):
             if n_line == len(lines):
                 break  # the line a running training is writing right now
             raise ValueError(f"load_metrics: {path}:{n_line} is not valid JSON ({e.msg})") from None
-    return records
+    return [_flatten_eval(r) for r in records]
 
 # %% ../nbs/08_viz.ipynb #c107bf84
 _PANELS = (('losses', 'loss'), ('mask areas', 'area'), ('validation', 'val'))
