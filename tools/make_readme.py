@@ -4,7 +4,7 @@ Hidden cells and nbdev directives are dropped, code cells become fenced Python, 
 blocks, and image links are rewritten to be relative to the repository root.
 Usage: python tools/make_readme.py [--stdout]
 """
-import json, re, sys
+import base64, json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,9 +19,18 @@ def _strip_directives(src):
     return '\n'.join(l for l in src.splitlines() if not DIRECTIVE.match(l)).strip('\n')
 
 
-def _text_outputs(cell):
+def _outputs(cell, images, write):
+    "Text outputs, and PNG figures saved under nbs/images/ (README cannot embed them)."
     out = []
     for o in cell.get('outputs', []):
+        if 'image/png' in o.get('data', {}):
+            name = f'readme_{len(images)}.png'
+            images.append(name)
+            if write:
+                (ROOT/'nbs'/'images').mkdir(exist_ok=True)
+                (ROOT/'nbs'/'images'/name).write_bytes(base64.b64decode(o['data']['image/png']))
+            out.append(('MD', f'![](nbs/images/{name})'))
+            continue
         if o['output_type'] == 'stream' and o.get('name') == 'stdout': out.append(''.join(o['text']))
         elif o['output_type'] in ('execute_result', 'display_data'):
             data = o.get('data', {})
@@ -35,9 +44,9 @@ def _fix_links(md):
     return re.sub(r'(\]\(|src=")(?!https?:|/|#|nbs/)([^)"]+\.(?:png|jpg|jpeg|gif|svg))', r'\1nbs/\2', md)
 
 
-def render(nb_path=ROOT/'nbs'/'index.ipynb'):
+def render(nb_path=ROOT/'nbs'/'index.ipynb', write_images=False):
     nb = json.loads(Path(nb_path).read_text())
-    parts = []
+    parts, images = [], []
     for cell in nb['cells']:
         src = ''.join(cell['source'])
         flags = _directives(src)
@@ -48,12 +57,12 @@ def render(nb_path=ROOT/'nbs'/'index.ipynb'):
         if cell['cell_type'] != 'code': continue
         code = _strip_directives(src)
         if code and 'echo: false' not in src: parts.append(f'```python\n{code}\n```')
-        for o in _text_outputs(cell):
+        for o in _outputs(cell, images, write_images):
             parts.append(o[1].strip() if isinstance(o, tuple) else f'```\n{o.rstrip()}\n```')
     return '\n\n'.join(p for p in parts if p) + '\n'
 
 
 if __name__ == '__main__':
-    text = render()
+    text = render(write_images='--stdout' not in sys.argv)
     if '--stdout' in sys.argv: sys.stdout.write(text)
     else: (ROOT/'README.md').write_text(text); print('wrote README.md')
