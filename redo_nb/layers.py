@@ -11,17 +11,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 # %% ../nbs/03_layers.ipynb #04809e7d
+class _FP32SpectralNorm(_SpectralNorm):
+    "PyTorch's spectral-norm parametrisation with autocast switched off: sigma and the power iteration stay in fp32."
+    def forward(self, weight):
+        with torch.autocast(weight.device.type, enabled=False):
+            return super().forward(weight)
+
 def sn(module: nn.Module) -> nn.Module:
-    "Wrap a conv or linear `module` with spectral normalisation: `module.weight` becomes W / sigma(W), sigma estimated by one power iteration per training forward."
-    return spectral_norm(module)
+    "Wrap a conv or linear `module` with spectral normalisation: `module.weight` becomes W / sigma(W), sigma estimated by one power iteration per training forward (in fp32, also under autocast)."
+    parametrize.register_parametrization(module, 'weight', _FP32SpectralNorm(module.weight, n_power_iterations=1, dim=0, eps=1e-12))
+    return module
 
 def has_spectral_norm(module: nn.Module) -> bool:
     "Whether `module.weight` is spectrally normalised (by `sn`)."
     return parametrize.is_parametrized(module, 'weight') and any(
-        type(p).__name__ == '_SpectralNorm' for p in module.parametrizations.weight)
+        isinstance(p, _SpectralNorm) for p in module.parametrizations.weight)
 
 # %% ../nbs/03_layers.ipynb #b0e2e18e
 def _norm2d(kind: str, num_features: int) -> nn.Module:

@@ -114,7 +114,7 @@ class RegionGenerators(nn.Module):
         self.generators = nn.ModuleList(RegionGenerator(size_z, ch, img_size, self_attention, norm) for _ in range(n))
 
     def forward(self, M, z, i=None):
-        "`M` `(B, n, H, W)`. With `i` `(B,)`: `z` `(B, size_z)` -> `V_i` `(B, 3, H, W)`. Without: `z` `(B, n, size_z)` -> `V` `(B, n, 3, H, W)`."
+        "`M` `(B, n, H, W)`. With `i` `(B,)` (on any device; on the CPU it costs no GPU sync): `z` `(B, size_z)` -> `V_i` `(B, 3, H, W)`. Without: `z` `(B, n, size_z)` -> `V` `(B, n, 3, H, W)`."
         B = M.shape[0]
         if M.ndim != 4 or M.shape[1] != self.n:
             raise ValueError(f"RegionGenerators: M must have shape (B, {self.n}, H, W), got {tuple(M.shape)}")
@@ -124,10 +124,12 @@ class RegionGenerators(nn.Module):
             return torch.stack([G(M[:, k:k + 1], z[:, k]) for k, G in enumerate(self.generators)], 1)
         if i.shape != (B,) or z.shape != (B, self.size_z):
             raise ValueError(f"RegionGenerators: with i, need i ({B},) and z ({B}, {self.size_z}), got {tuple(i.shape)} and {tuple(z.shape)}")
-        order = torch.argsort(i)
-        counts = torch.bincount(i, minlength=self.n).tolist()  # raises on negative indices
+        # the sub-batch sizes must be known on the host: free when i is a CPU tensor, one device sync otherwise
+        i_host = i.cpu()
+        counts = torch.bincount(i_host, minlength=self.n).tolist()  # raises on negative indices
         if len(counts) > self.n:
             raise ValueError(f"RegionGenerators: region indices must be in 0..{self.n - 1}, got max {len(counts) - 1}")
+        order = torch.argsort(i_host).to(M.device, non_blocking=True)
         V = [G(M[idx, k:k + 1], z[idx])
              for k, (G, idx) in enumerate(zip(self.generators, order.split(counts))) if len(idx)]
         return torch.cat(V)[torch.argsort(order)]  # back to the input order
@@ -231,7 +233,7 @@ class ReDO(nn.Module):
         return self.F(I)
 
     def generate(self, I, z=None, i=None, mode: str = 'single', generator=None) -> dict:
-        "Redraw images `I` `(B, 3, H, W)`: `mode='single'` one region `i` `(B,)` per image with `z` `(B, size_z)`; `mode='all'` every region with `z` `(B, n, size_z)`. Missing `i`, `z` are sampled."
+        "Redraw images `I` `(B, 3, H, W)`: `mode='single'` one region `i` `(B,)` per image with `z` `(B, size_z)`; `mode='all'` every region with `z` `(B, n, size_z)`. Missing `i`, `z` are sampled; `i` may be a CPU tensor (the returned `i` is on I's device)."
         if mode not in ('single', 'all'):
             raise ValueError(f"ReDO.generate: mode must be 'single' or 'all', got {mode!r}")
         B = I.shape[0]
@@ -239,7 +241,8 @@ class ReDO(nn.Module):
         if mode == 'single':
             if i is None: i = sample_regions(B, self.n, generator=generator, device=I.device)
             if z is None: z = self._noise((B, self.size_z), I, generator)
-            V = self.G(M, z, i)
+            V = self.G(M, z, i)  # i may stay on the CPU here (no GPU sync for the grouping)
+            i = i.to(I.device, non_blocking=True)
             return dict(fake=redraw(I, M, V, i), M=M, V=V, z=z, i=i)
         if z is None: z = self._noise((B, self.n, self.size_z), I, generator)
         V = self.G(M, z)

@@ -73,8 +73,9 @@ class TrainConfig:
     resume: bool = False            # continue from out_dir/name/last.pt when it exists
     device: str = 'auto'            # 'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...
     amp: str = 'auto'               # 'auto' (bf16 on CUDA when supported, else fp16; off on CPU), 'bf16', 'fp16', 'off'
-    channels_last: bool = True      # CUDA only
+    channels_last: bool = True      # channels-last memory format for images, activations and weights
     compile: bool = False           # torch.compile the forward passes (falls back to eager if it fails)
+    fast: bool = True               # False: the plain baseline (fp32, eager, contiguous, for-loop Adam) whatever amp/channels_last/compile say
     num_threads: int | None = None  # torch.set_num_threads on CPU
     deterministic: bool = False     # torch.use_deterministic_algorithms
     progress: bool = True           # tqdm progress bar
@@ -223,11 +224,12 @@ class Trainer:
         self.cfg = cfg = cfg if cfg is not None else get_config()
         self.device = resolve_device(cfg.device)
         self.rank, self.world = _init_distributed(self.device)
-        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device) if cfg.fast else None
+        self.channels_last = cfg.fast and cfg.channels_last
         if cfg.num_threads and self.device.type == 'cpu': torch.set_num_threads(cfg.num_threads)
         if cfg.deterministic: torch.use_deterministic_algorithms(True, warn_only=self.device.type == 'cuda')
         if self.device.type == 'cuda':
-            torch.backends.cudnn.benchmark = not cfg.deterministic
+            torch.backends.cudnn.benchmark = cfg.fast and not cfg.deterministic
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self.data = data if data is not None else _get_data(cfg, 'train')
         self.val_data = val_data if val_data is not None else (_get_data(cfg, cfg.val_split) if cfg.val_split else None)
@@ -277,9 +279,12 @@ def _get_data(cfg: TrainConfig, split: str):
     return get_dataset(cfg.dataset, root=cfg.root, size=cfg.img_size, split=split, **cfg.data_kwargs)
 
 # %% ../nbs/05_train.ipynb #b4690005
-def _adam(params, lr, cfg, device, weight_decay=0.):
-    fused = device.type == 'cuda'
-    return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=weight_decay, fused=fused or None)
+def _adam_flags(cfg) -> dict:
+    "One fused Adam kernel for all of an optimiser's tensors (CUDA and CPU) when `cfg.fast`, else the plain per-tensor loop."
+    return dict(fused=True, foreach=None) if cfg.fast else dict(fused=False, foreach=False)
+
+def _adam(params, lr, cfg, weight_decay=0.):
+    return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=weight_decay, **_adam_flags(cfg))
 
 def _build(self: Trainer):
     "(Re)create model, optimisers, grad scalers and the sampling generator for the current restart."
@@ -288,7 +293,7 @@ def _build(self: Trainer):
     self.model = ReDO(n=cfg.n, img_size=cfg.img_size, size_z=cfg.size_z, ch_f=cfg.ch_f, ch_g=cfg.ch_g,
                       ch_d=cfg.ch_d, self_attention=cfg.self_attention, delta=cfg.delta,
                       init_gain=cfg.init_gain, g_norm=cfg.g_norm).to(dev)
-    if dev.type == 'cuda' and cfg.channels_last: self.model.to(memory_format=torch.channels_last)
+    if self.channels_last: self.model.to(memory_format=torch.channels_last)
     if self.world > 1:  # identical seeds already give identical weights; broadcasting makes sure
         for t in list(self.model.parameters()) + list(self.model.buffers()): dist.broadcast(t.data, 0)
     m = self.model
@@ -297,12 +302,12 @@ def _build(self: Trainer):
     self.params = dict(F=list(m.F.parameters()), G=list(m.G.parameters()),
                        D=[p for p in m.D.parameters() if id(p) not in own], delta=delta_params)
     lrs = dict(F=cfg.lr_f, G=cfg.lr_g, D=cfg.lr_d, delta=cfg.lr_delta)
-    self.opts = {k: _adam(ps, lrs[k], cfg, dev, weight_decay=cfg.wd_f if k == 'F' else 0.) for k, ps in self.params.items()}
+    self.opts = {k: _adam(ps, lrs[k], cfg, weight_decay=cfg.wd_f if k == 'F' else 0.) for k, ps in self.params.items()}
     fp16 = self.amp_dtype == torch.float16
     self.scalers = {k: torch.amp.GradScaler(dev.type, enabled=fp16) for k in ('G', 'D')}
     self.gen = torch.Generator().manual_seed(_seed_for(cfg.seed, self.restarts, self.rank))
-    self._g_forward = _maybe_compile(self._g_forward_eager, cfg.compile)
-    self._d_forward = _maybe_compile(self._d_forward_eager, cfg.compile)
+    self._g_forward = _maybe_compile(self._g_forward_eager, cfg.compile and cfg.fast)
+    self._d_forward = _maybe_compile(self._d_forward_eager, cfg.compile and cfg.fast)
 
 Trainer._build = _build
 
@@ -326,23 +331,27 @@ def _maybe_compile(fn, enabled: bool):
 def _sample_images(self: Trainer) -> torch.Tensor:
     "A random batch of training images, float in [-1, 1], on the device."
     idx = torch.randint(len(self.images), (self.cfg.batch_size,), generator=self.gen)
-    return self._scale(self.images[idx.to(self.device)])
+    return self._scale(self.images[self._upload(idx)])
 
 def _scale(self: Trainer, x: torch.Tensor) -> torch.Tensor:
     "uint8 images -> float [-1, 1] in the training memory format."
-    x = to_float_image(x)
-    if self.device.type == 'cuda' and self.cfg.channels_last: x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)  # re-laid out while pixels are 1 byte, not 4
+    return to_float_image(x)
+
+def _upload(self: Trainer, x: torch.Tensor) -> torch.Tensor:
+    "A host tensor on the training device; on CUDA (fast) copied from pinned memory without waiting for the GPU."
+    if self.device.type != 'cuda': return x
+    return x.pin_memory().to(self.device, non_blocking=True) if self.cfg.fast else x.to(self.device)
 
 def _sample_noise(self: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
-    "Regions i ~ U(n) (B,) and noise z ~ N(0, I): (B, size_z), or (B, n, size_z) in 'all' mode."
+    "Regions i ~ U(n) (B,), kept on the host (see `RegionGenerators`), and noise z ~ N(0, I) on the device: (B, size_z), or (B, n, size_z) in 'all' mode."
     cfg, B = self.cfg, self.cfg.batch_size
     i = torch.randint(cfg.n, (B,), generator=self.gen)
     shape = (B, cfg.size_z) if cfg.redraw == 'single' else (B, cfg.n, cfg.size_z)
     z = torch.randn(shape, generator=self.gen)
-    return i.to(self.device), z.to(self.device)
+    return i, self._upload(z)
 
-Trainer._sample_images, Trainer._scale, Trainer._sample_noise = _sample_images, _scale, _sample_noise
+Trainer._sample_images, Trainer._scale, Trainer._upload, Trainer._sample_noise = _sample_images, _scale, _upload, _sample_noise
 
 # %% ../nbs/05_train.ipynb #36ff2861
 def _d_and_zhat(self: Trainer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -358,7 +367,7 @@ def _g_forward_eager(self: Trainer, I, z, i):
     out = self.model.generate(I, z=z, i=i, mode=self.cfg.redraw)
     if self.cfg.redraw == 'single':
         d_fake, z_hat = self._d_and_zhat(out['fake'])
-        z_hat = z_hat[torch.arange(len(i), device=i.device), i]
+        z_hat = z_hat[torch.arange(len(i), device=z_hat.device), out['i']]
     else:  # released code: D judges each region redrawn in turn, delta reads the fully redrawn image
         d_fake, z_hat = self.model.D(_fakes_for_D(out)), self.model.delta(out['fake'])
     loss, logs = generator_objective(d_fake.float(), z_hat.float(), z, self.lambda_z)
@@ -487,7 +496,7 @@ def masks_fn(self: Trainer):
 
 def _to_device(self: Trainer, x):
     x = x.to(self.device)
-    return x.contiguous(memory_format=torch.channels_last) if self.device.type == 'cuda' and self.cfg.channels_last else x
+    return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 def evaluate_model(self: Trainer, data=None) -> dict:
     "Scores of the current F on `data` (default: the validation data), logged to the history."
@@ -555,7 +564,7 @@ def resume(self: Trainer, path):
     self.model.load_state_dict(ck['model'])
     for k, o in self.opts.items():
         o.load_state_dict(ck['optimizers'][k])
-        for grp in o.param_groups: grp['fused'] = self.device.type == 'cuda' or None
+        for grp in o.param_groups: grp.update(_adam_flags(self.cfg))  # this run's settings, not the saved run's
     for k, s in self.scalers.items(): s.load_state_dict(ck['scalers'][k])
     self.iteration, self.best, self.history = ck['iteration'], ck['best'], ck['history']
     self.elapsed, self._pending = ck['elapsed'], []
@@ -576,8 +585,10 @@ def _minutes(self: Trainer) -> float:
 def _out_of_time(self: Trainer) -> bool:
     "Has the wall-clock budget been spent (rank 0 decides for everyone)?"
     if self.cfg.max_minutes is None: return False
-    flag = torch.tensor([float(self._minutes() >= self.cfg.max_minutes)], device=self.device)
-    if self.world > 1: dist.broadcast(flag, 0)
+    spent = self._minutes() >= self.cfg.max_minutes
+    if self.world == 1: return spent  # no tensor, no GPU sync
+    flag = torch.tensor([float(spent)], device=self.device)
+    dist.broadcast(flag, 0)
     return bool(flag.item())
 
 def _due(it: int, every: int) -> bool: return every > 0 and it % every == 0
@@ -662,12 +673,16 @@ def load_model(path, device='cpu') -> ReDO:
     model.config = c
     return model.to(device).eval()
 
-@torch.no_grad()
-def segment(model: ReDO, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    "Soft masks (B, n, H, W) of `images` (uint8 or float in [-1, 1], (B, 3, H, W)), F in eval mode."
-    if images.dtype == torch.uint8: images = images.float() / 127.5 - 1
+def segment(model: ReDO, images: torch.Tensor, batch_size: int = 64, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    "Soft masks (B, n, H, W) of `images` (uint8 or float in [-1, 1], (B, 3, H, W)): F in eval mode under `torch.inference_mode`, channels-last; `amp_dtype` (e.g. `torch.bfloat16`) runs F under autocast."
     if images.ndim != 4 or images.shape[1] != 3: raise ValueError(f'images must be (B, 3, H, W), got {tuple(images.shape)}')
     was = model.training; model.eval()
     dev = next(model.parameters()).device
-    try: return torch.cat([model.masks(images[s:s + batch_size].to(dev)).float().cpu() for s in range(0, len(images), batch_size)])
+    def masks(x):  # uint8 batches travel as uint8 (4x fewer bytes) and are scaled on the device
+        x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            return model.masks(to_float_image(x) if x.dtype == torch.uint8 else x).float().cpu()
+    try:
+        with torch.inference_mode(): parts = [masks(images[s:s + batch_size]) for s in range(0, len(images), batch_size)]
     finally: model.train(was)
+    return torch.cat(parts)  # outside inference mode: an ordinary tensor the caller may modify

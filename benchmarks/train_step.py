@@ -1,0 +1,208 @@
+"""Seconds per ReDO training iteration (one generator + one discriminator update) and masks per second at
+inference, the package's fast settings (`TrainConfig.fast=True`) against its plain baseline (`fast=False`:
+fp32, eager, contiguous, for-loop Adam), measured side by side in ONE process. On a CPU a third
+configuration, `fast_bf16` (`fast=True, amp='bf16'`: bf16 autocast, opt-in on CPUs), is timed with them.
+
+The trainers are timed in interleaved rounds (A B C, then C B A, ...), so a load spike on a shared machine
+hits all of them; the reported speed-up is the median of the per-round ratios. Peak memory is measured in a short
+child process per configuration (peak RSS on the CPU), or with `torch.cuda.max_memory_allocated` on a GPU.
+
+    python benchmarks/train_step.py                       # every case, all cores, JSON in benchmarks/results/
+    python benchmarks/train_step.py --cases cpu64 infer --threads 1 --rounds 7
+    python benchmarks/train_step.py --device cuda --cases paper25 --compile
+"""
+from __future__ import annotations
+import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import torch
+
+from redo_nb.train import Trainer, get_config, segment
+
+ROOT = Path(__file__).resolve().parent
+# name: (preset, overrides); every case trains on the built-in synthetic data (64 images are enough)
+CASES = {
+    'paper4': ('paper', dict(batch_size=4)),            # 128 px, the paper's networks, batch 4 (CPU)
+    'paper25': ('paper', dict(batch_size=25)),          # the paper's batch (GPU; one or two rounds on a CPU)
+    'cpu': ('cpu', dict()),                             # the cpu preset as it is (32 px, batch 16)
+    'cpu64': ('cpu', dict(img_size=64, batch_size=32)),  # the cpu preset's networks at 64 px, batch 32
+}
+INFER = 'infer'  # F only, masks per second on a batch of 128 px images (redo_segment)
+
+
+# configuration name: TrainConfig fields
+CONFIGS = {'plain': dict(fast=False), 'fast': dict(fast=True), 'fast_bf16': dict(fast=True, amp='bf16')}
+
+
+def configs(device: str) -> list:
+    "The configurations to compare: fast_bf16 only on a CPU (on a GPU `fast` already uses bf16 or fp16)."
+    return ['plain', 'fast'] + (['fast_bf16'] if device == 'cpu' else [])
+
+
+def make_trainer(case: str, config: str, device: str, out_dir: str, compile_: bool = False) -> Trainer:
+    preset, over = CASES[case]
+    fields = CONFIGS[config]
+    cfg = get_config(preset, **over, **fields, compile=compile_ and fields['fast'], device=device, val_split=None,
+                     out_dir=out_dir, name=f'{case}-{config}', progress=False, data_kwargs={'n_images': 64})
+    return Trainer(cfg)
+
+
+def _sync(dev):
+    if dev.type == 'cuda': torch.cuda.synchronize(dev)
+
+
+def iteration(t: Trainer) -> float:
+    "Wall seconds of one training iteration of `t` (one G step + one D step), the device drained."
+    _sync(t.device)
+    t0 = time.perf_counter()
+    logs = {**t.generator_step(), **t.discriminator_step()}
+    _sync(t.device)
+    dt = time.perf_counter() - t0
+    if not all(torch.isfinite(v).all() for v in logs.values()): raise FloatingPointError(f'non-finite loss: {logs}')
+    return dt
+
+
+def interleaved(fns: dict, rounds: int, warmup: int) -> dict:
+    "Call each function of `fns` `warmup` times, then `rounds` times in alternating order; their durations."
+    for f in fns.values():
+        for _ in range(warmup): f()
+    names, times = list(fns), {k: [] for k in fns}
+    for r in range(rounds):
+        for k in (names if r % 2 == 0 else names[::-1]): times[k].append(fns[k]())
+    return times
+
+
+def summarise(times: dict, per_call: int, unit: str) -> dict:
+    "Median seconds, items per second and the speed-up over 'plain' (median of the per-round ratios) of each configuration."
+    return {k: dict(median_s=statistics.median(v), min_s=min(v), times_s=[round(x, 4) for x in v],
+                    **{unit: per_call / statistics.median(v)},
+                    speedup=statistics.median(a / b for a, b in zip(times['plain'], v))) for k, v in times.items()}
+
+
+def train_case(case, args) -> dict:
+    dev = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        ts = {k: make_trainer(case, k, args.device, tmp, args.compile) for k in configs(args.device)}
+        B = ts['plain'].cfg.batch_size
+        rounds = args.rounds if case != 'paper25' or dev.type == 'cuda' else min(args.rounds, 2)
+        warmup = args.warmup + (2 if args.compile else 0)
+        if dev.type == 'cuda':
+            peaks = {}
+            def timed(k):
+                def f():
+                    torch.cuda.reset_peak_memory_stats(dev); dt = iteration(ts[k])
+                    peaks[k] = max(peaks.get(k, 0), torch.cuda.max_memory_allocated(dev)); return dt
+                return f
+            res = summarise(interleaved({k: timed(k) for k in ts}, rounds, warmup), B, 'images_per_s')
+            for k in ts: res[k]['peak_mem_mb'] = peaks[k] / 2 ** 20
+        else:
+            res = summarise(interleaved({k: (lambda t=t: iteration(t)) for k, t in ts.items()}, rounds, warmup), B, 'images_per_s')
+            if args.memory:
+                for k in ts: res[k].update(memory_probe(case, k, args))
+        cfg = ts['plain'].cfg
+    return dict(case=case, kind='train', preset=CASES[case][0], img_size=cfg.img_size, batch_size=B,
+                rounds=rounds, warmup=warmup, **res)
+
+
+def _peak_rss_mb() -> float:
+    "This process's peak resident memory (VmHWM; unlike getrusage's ru_maxrss it is not inherited from the parent across exec)."
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith('VmHWM:'): return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB on most systems
+
+
+def memory_probe(case, config, args) -> dict:
+    "Peak RSS (MiB) of a child process that builds `case` and runs two iterations, and its peak before building (imports)."
+    code = (f"import sys, tempfile, torch; sys.path.insert(0, {str(ROOT)!r}); torch.set_num_threads({args.threads})\n"
+            f"from train_step import make_trainer, iteration, _peak_rss_mb\n"
+            f"before = _peak_rss_mb()\n"
+            f"with tempfile.TemporaryDirectory() as d:\n t = make_trainer({case!r}, {config!r}, 'cpu', d)\n"
+            f" for _ in range(2): iteration(t)\n"
+            f"print(before, _peak_rss_mb())")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
+    if r.returncode: raise RuntimeError(r.stderr[-2000:])
+    before, peak = (float(x) for x in r.stdout.split()[-2:])
+    return dict(peak_mem_mb=peak, mem_after_import_mb=before)
+
+
+def infer_case(args) -> dict:
+    "Masks per second of F on a batch of 128 px uint8 images: `segment` (fast, and fast_bf16 on a CPU) against F under no_grad in fp32 (plain)."
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_trainer('paper4', 'fast', args.device, tmp).model.eval()
+    dev, B = next(model.parameters()).device, args.infer_batch
+    images = torch.randint(0, 256, (B, 3, 128, 128), dtype=torch.uint8)
+    def plain():
+        with torch.no_grad(): return model.F(images.to(dev).float() / 127.5 - 1).cpu()
+    variants = dict(plain=plain, fast=lambda: segment(model, images, batch_size=B),
+                    fast_bf16=lambda: segment(model, images, batch_size=B, amp_dtype=torch.bfloat16))
+    variants = {k: variants[k] for k in configs(args.device)}
+    def timed(f):
+        def g():
+            _sync(dev); t0 = time.perf_counter(); f(); return time.perf_counter() - t0
+        return g
+    res = summarise(interleaved({k: timed(f) for k, f in variants.items()}, args.rounds, args.warmup), B, 'masks_per_s')
+    ref = plain()
+    for k, f in variants.items(): res[k]['max_abs_mask_diff'] = (f() - ref).abs().max().item()
+    return dict(case=INFER, kind='inference', img_size=128, batch_size=B, rounds=args.rounds, **res)
+
+
+def profile_case(case, args, top=15) -> str:
+    "torch.profiler table (self CPU time) of two fast iterations of `case`."
+    from torch.profiler import profile, ProfilerActivity
+    with tempfile.TemporaryDirectory() as tmp:
+        t = make_trainer(case, 'fast', args.device, tmp)
+        iteration(t)
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if t.device.type == 'cuda' else [])
+        with profile(activities=acts) as prof:
+            for _ in range(2): iteration(t)
+    key = 'self_cuda_time_total' if t.device.type == 'cuda' else 'self_cpu_time_total'
+    return prof.key_averages().table(sort_by=key, row_limit=top)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--cases', nargs='+', default=['paper4', 'cpu', 'cpu64', INFER], choices=[*CASES, INFER])
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--threads', type=int, default=os.cpu_count(), help='torch.set_num_threads (default: all cores)')
+    p.add_argument('--rounds', type=int, default=5, help='timed iterations per configuration (median)')
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--infer-batch', type=int, default=64)
+    p.add_argument('--compile', action='store_true', help='torch.compile the fast trainer')
+    p.add_argument('--no-memory', dest='memory', action='store_false', help='skip the peak-RSS child processes (CPU)')
+    p.add_argument('--profile', default=None, choices=list(CASES), help='also print a torch.profiler table of this case')
+    p.add_argument('--out', default=str(ROOT/'results'/'train_step.json'))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    machine = dict(device=args.device, cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                   threads=args.threads, torch=torch.__version__,
+                   gpu=torch.cuda.get_device_name() if args.device.startswith('cuda') else None)
+    results, load = [], [os.getloadavg()]
+    for case in args.cases:
+        r = infer_case(args) if case == INFER else train_case(case, args)
+        load.append(os.getloadavg()); r['loadavg_after'] = load[-1]
+        results.append(r)
+        print(row(r), flush=True)
+    out = dict(machine=machine, loadavg_start=load[0], results=results,
+               command='python benchmarks/train_step.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
+               date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
+    if args.profile:
+        out['profile'] = profile_case(args.profile, args); print(out['profile'])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    print(f'wrote {args.out} (load average {load[0]} at start, {load[-1]} at the end)')
+
+
+def row(r: dict) -> str:
+    "One line of the table: seconds per call, speed-up over plain and peak memory of each configuration."
+    rate = 'masks_per_s' if r['kind'] == 'inference' else 'images_per_s'
+    cells = [f"{r['case']:8} {r['img_size']:4} {r['batch_size']:5}"]
+    for k in CONFIGS:
+        if k in r:
+            c = r[k]
+            mem = f" {c['peak_mem_mb']:6.0f}MiB" if 'peak_mem_mb' in c else ''
+            cells.append(f"{k}: {c['median_s']:.3f}s x{c['speedup']:.2f} {c[rate]:.1f}/s{mem}")
+    return ' | '.join(cells)
+
+
+if __name__ == '__main__':
+    main()
