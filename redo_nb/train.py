@@ -118,7 +118,7 @@ PRESETS = {
     'cpu': dict(  # provisional: see the deviation table in nbs/05_train.ipynb
         img_size=32, batch_size=16, ch_g=16, ch_d=32, self_attention=False,
         lr_f=5e-5, lr_g=2e-4, lr_d=2e-4, lr_delta=2e-4,
-        iters=2000, max_minutes=10., log_every=10, eval_every=250, ckpt_every=250,
+        iters=20_000, max_minutes=10., log_every=10, eval_every=250, ckpt_every=250,
         collapse_check_every=250, collapse_check_until=1000, n_val=256),
 }
 
