@@ -627,8 +627,12 @@ def _oxford17(root, size, split, **kw):
 def _folder(root, size, split, **kw):
     root = _need_root('folder', root)
     if split in ('val', 'test'):
-        if not (root / split).is_dir():
-            raise FileNotFoundError(f"no {split} split for folder {root}: expected {root / split}/images/")
+        if not (root / split).is_dir():  # one folder: its labelled images are the evaluation set
+            labelled = image_folder(root, size, **kw).labelled_subset()
+            if len(labelled) == 0:
+                raise FileNotFoundError(f"no {split} images for folder {root}: add masks ({root}/masks/<stem>.png) "
+                                        f"or a {root / split}/images/ folder, or train without evaluation (val_split=None)")
+            return labelled
         root = root / split
     elif (root / 'train').is_dir() and not (root / 'images').is_dir(): root = root / 'train'
     return image_folder(root, size, **kw)

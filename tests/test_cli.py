@@ -73,3 +73,22 @@ def test_segment_cli(run, tmp_path, capsys):
     assert set(np.unique(np.asarray(Image.open(dst / 'wide.png')))) <= {0, 255}
     segment_cli([str(run[0] / 'best.pt'), str(src), str(dst), '--soft'])
     assert 'not a readable' in _fails(segment_cli, [str(src / 'broken.png'), str(src), str(dst)], capsys)
+
+
+def test_train_on_a_user_folder_with_corrupt_files(tmp_path, monkeypatch, capsys):
+    "redo_train --dataset folder: unlabelled and labelled photos train, masks evaluate, a corrupt file is skipped and reported."
+    from redo_nb.data import make_synthetic
+    monkeypatch.setenv('REDO_NB_CACHE', str(tmp_path / 'cache'))
+    root = tmp_path / 'photos'; (root / 'images').mkdir(parents=True); (root / 'masks').mkdir()
+    d = make_synthetic(12, 32, seed=5)
+    for k in range(12):
+        Image.fromarray(d.images[k].permute(1, 2, 0).numpy()).save(root / 'images' / f'img{k:02d}.png')
+        if k < 6: Image.fromarray((d.masks[k].numpy() * 255).astype(np.uint8)).save(root / 'masks' / f'img{k:02d}.png')
+    (root / 'images' / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not a jpeg')
+    tiny = TINY[:TINY.index('data_kwargs={"n_images": 32}') - 1] + TINY[TINY.index('data_kwargs={"n_images": 32}') + 1:]
+    argv = ['--dataset', 'folder', '--root', str(root), '--out', str(tmp_path / 'runs'), '--name', 'mine', *tiny]
+    with pytest.warns(UserWarning, match=r'skipped 1 of 13 images.*broken\.jpg'):
+        train_cli(argv)
+    out = capsys.readouterr().out
+    assert 'images scored: 6' in out
+    assert json.loads((tmp_path / 'runs' / 'mine' / 'summary.json').read_text())['iterations'] == 4
