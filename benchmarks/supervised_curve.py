@@ -8,7 +8,7 @@ of one CPU core (17 wall minutes on the 2-core development machine shared with o
     python benchmarks/supervised_curve.py [--redo-iou 0.62] [--iters 250] [--device cuda] [--replot]
 
 The horizontal "unsupervised ReDO" line is `--redo-iou` when given, else the best per-image IoU in
-benchmarks/results/learns_oxford17.json (written by benchmarks/learns_oxford17.py), else it is left out.
+benchmarks/results/learns_oxford17.json (written by `python benchmarks/learns.py oxford17`), else it is left out.
 `--replot` refreshes that line and the figure of a saved curve without training again.
 """
 import argparse
@@ -31,13 +31,14 @@ OUT_NAME = 'supervised_curve'
 
 
 def find_redo_iou(results_dir: Path = RESULTS):
-    "(best per-image IoU of unsupervised ReDO on Oxford-17, where it came from) from learns_oxford17.py's result, or (None, why not)."
+    "(best per-image IoU of unsupervised ReDO on Oxford-17, where it came from) from `learns.py oxford17`'s result, or (None, why not)."
     path = results_dir / 'learns_oxford17.json'
-    if not path.is_file(): return None, f'no {path.name} yet (benchmarks/learns_oxford17.py writes it)'
+    if not path.is_file(): return None, f'no {path.name} yet (python benchmarks/learns.py oxford17 writes it)'
     run = json.loads(path.read_text())
-    best = max(run['curve'], key=lambda r: r['iou_image'])
-    return best['iou_image'], (f"{path.name}: best per-image IoU of its training curve "
-                               f"({best['cpu_min']:.1f} of {run['minutes']} CPU min)")
+    best = run['best']
+    return best['model_image'], (f"{path.name}: best per-image IoU of its training curve "
+                                 f"({best['minutes']:.1f} of {run['summary']['minutes']:.1f} min, "
+                                 f"{run['config']['img_size']} px)")
 
 
 def save(record: dict, out: Path):

@@ -1,7 +1,8 @@
 """Seconds per ReDO training iteration (one generator + one discriminator update) and masks per second at
 inference, the package's fast settings (`TrainConfig.fast=True`) against its plain baseline (`fast=False`:
-fp32, eager, contiguous, for-loop Adam), measured side by side in ONE process. On a CPU a third
-configuration, `fast_bf16` (`fast=True, amp='bf16'`: bf16 autocast, opt-in on CPUs), is timed with them.
+fp32, eager, contiguous, for-loop Adam), measured side by side in ONE process. On a CPU `fast` is timed in
+fp32 (`amp='off'`) and a third configuration, `fast_bf16` (`amp='bf16'`: bf16 autocast, what `amp='auto'` picks
+on CPUs with native bf16), is timed with them; on a GPU `fast` uses `amp='auto'` (bf16 or fp16).
 
 The trainers are timed in interleaved rounds (A B C, then C B A, ...), so a load spike on a shared machine
 hits all of them; the reported speed-up is the median of the per-round ratios. Peak memory is measured in a short
@@ -41,7 +42,7 @@ def configs(device: str) -> list:
 
 def make_trainer(case: str, config: str, device: str, out_dir: str, compile_: bool = False) -> Trainer:
     preset, over = CASES[case]
-    fields = CONFIGS[config]
+    fields = {**CONFIGS[config], **({'amp': 'off'} if config == 'fast' and device == 'cpu' else {})}
     cfg = get_config(preset, **over, **fields, compile=compile_ and fields['fast'], device=device, val_split=None,
                      out_dir=out_dir, name=f'{case}-{config}', progress=False, data_kwargs={'n_images': 64})
     return Trainer(cfg)

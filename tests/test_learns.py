@@ -1,9 +1,10 @@
-"""Does training learn? A CPU-sized run of the `cpu` preset on the built-in data (about a minute).
+"""Does training learn? A CPU-sized run of the `cpu` preset on the built-in data (600 iterations, 1-2 minutes).
 
-What is asserted is what ReDO's redraw constraint predicts after a short run: the masks depend on the
-image. The model's per-image IoU must beat its *own average mask* (its mean mask over the validation set,
-used for every image): a position prior alone cannot do that. It must also beat the all-foreground
-baseline, and the losses must have moved. Reaching high IoU takes far longer; see benchmarks/RESULTS.md.
+What is asserted is what ReDO's redraw constraint predicts once the preset has left its first plateau (about
+500 iterations): the masks follow the objects. The model's per-image IoU must rise clearly above the best
+centred disc (a position prior with an oracle radius) and above its *own average mask* (its mean mask over the
+validation set, used for every image), and the losses must have moved. In the benchmark runs
+(benchmarks/RESULTS.md) the best IoU of the first 600 iterations was 0.56-0.63 against a disc at 0.35.
 """
 import json
 
@@ -17,7 +18,7 @@ from redo_nb.train import get_config, train
 def short_run(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp('runs')
-    cfg = get_config('cpu', iters=150, eval_every=50, ckpt_every=150, log_every=10, n_val=200,
+    cfg = get_config('cpu', iters=600, eval_every=200, ckpt_every=600, log_every=50, n_val=200,
                      max_minutes=None, out_dir=str(out), name='learns', progress=False, num_threads=1)
     return train(cfg)
 
@@ -30,10 +31,11 @@ def _evals(summary):
 def test_masks_follow_the_image_not_a_position_prior(short_run):
     evals = _evals(short_run)
     assert len(evals) >= 3
-    gains = [r['eval']['model']['image']['iou'] - r['eval']['average_mask']['image']['iou'] for r in evals]
     best = max(evals, key=lambda r: r['eval']['model']['image']['iou'])['eval']
-    assert max(gains) > 0.05, f'IoU never beat the model\'s own average mask: gains {gains}'
-    assert best['model']['image']['iou'] > best['all_foreground']['image']['iou'] + 0.05
+    iou = best['model']['image']['iou']
+    assert iou > best['centred_disc']['image']['iou'] + 0.1, f"IoU {iou:.3f} not clearly above the centred disc {best['centred_disc']['image']['iou']:.3f}"
+    assert iou > best['average_mask']['image']['iou'] + 0.15, f"IoU {iou:.3f} not clearly above its own average mask {best['average_mask']['image']['iou']:.3f}"
+    assert best['model']['dataset']['iou'] > best['centred_disc']['dataset']['iou'] + 0.1  # one region is the object in every image
 
 
 def test_losses_moved(short_run):
