@@ -81,8 +81,8 @@ def main(argv=None):
         summary = trainer.fit()
         history = trainer.history
     curve, final = curve_of(history), summary['final']
-    metric = 'iou'  # foreground IoU: for n > 2 the mean over the object labels (background excluded)
-    baselines = {k: {p: round(final[k][p][metric], 4) for p in ('image', 'dataset')} for k in ('centred_disc', 'all_foreground')}
+    # foreground IoU throughout: for n > 2 the mean over the object labels (background excluded)
+    baselines = {k: {p: round(final[k][p]['iou'], 4) for p in ('image', 'dataset')} for k in ('centred_disc', 'all_foreground')}
     if a.dataset == 'oxford17':
         gc = grabcut_scores(scored)
         baselines['grabcut'] = None if gc is None else {p: round(gc[p]['iou'], 4) for p in gc}
@@ -93,10 +93,10 @@ def main(argv=None):
               + (f"  restarts {r['restarts']}" if r['restarts'] else ''))
     print('baselines (image / dataset):', baselines)
     best = max(curve, key=lambda r: r['model_image'])
-    reached = {p: final['model'][p][metric] >= v for p, v in targets.items()}
+    reached = {p: final['model'][p]['iou'] >= v for p, v in targets.items()}
     print(f"final: {summary['iterations']} iterations in {summary['minutes']:.1f} min ({summary['sec_per_iter']:.3f} s/it), "
-          f"restarts {summary['restarts']}; IoU image {final['model']['image'][metric]:.3f} / dataset "
-          f"{final['model']['dataset'][metric]:.3f}; best (by per-image IoU, as best.pt) {best['model_image']:.3f} / "
+          f"restarts {summary['restarts']}; IoU image {final['model']['image']['iou']:.3f} / dataset "
+          f"{final['model']['dataset']['iou']:.3f}; best (by per-image IoU, as best.pt) {best['model_image']:.3f} / "
           f"{best['model_dataset']:.3f} at {best['minutes']:.1f} min; targets {targets} reached: {reached}")
     out = dict(name=tag, dataset=a.dataset, config=cfg.to_dict(), threads=torch.get_num_threads(), summary=summary,
                curve=curve, baselines=baselines, targets=targets, reached=reached, best=best)
