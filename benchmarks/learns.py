@@ -4,6 +4,7 @@ next to the model's own average mask, the best centred disc and (Oxford-17, when
     python benchmarks/learns.py synthetic --minutes 10              # target: IoU >= 0.90 per-dataset in 10 min
     python benchmarks/learns.py oxford17 --minutes 45 --size 64     # target: IoU >= 0.73, both protocols, 45 min
     python benchmarks/learns.py colored_mnist --minutes 20          # target: mean digit IoU >= 0.80 in 20 min
+    python benchmarks/learns.py synthetic2 --minutes 10             # two objects per image, n = 3 regions
     python benchmarks/learns.py synthetic --set lr_f=1e-4 --name trial   # any TrainConfig field
 
 Writes benchmarks/results/learns_<dataset>[_<name>].json and .png. Minutes are wall minutes of the training loop
@@ -19,6 +20,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / 'shared' / 'data'
 DATA = {  # dataset -> (default root, default size, targets {protocol: IoU}, training split, scored split)
     'synthetic': (None, 32, {'dataset': 0.90}, 'train', 'test'),
+    'synthetic2': (None, 32, {}, 'train', 'test'),  # two objects, n = 3 (issue 7: no target, a demonstration)
     'oxford17': (SHARED / 'oxford17_flowers', 64, {'image': 0.73, 'dataset': 0.73}, 'all', 'all'),
     'colored_mnist': (SHARED / 'mnist', 32, {'image': 0.80, 'dataset': 0.80}, 'train', 'test'),
 }

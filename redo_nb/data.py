@@ -243,9 +243,9 @@ def _object_masks(g, n, size, T=256):
     r_at = torch.gather(r, 1, (th * (T / (2 * torch.pi))).long().clamp_max(T - 1).flatten(1)).view(n, size, size)
     return rho < R[:, None, None] * r_at
 
-def _object_textures(g, n, size):
-    "Saturated colours with stripes or spots in a second colour and edge shading: float (n, 3, size, size)."
-    hue, sat, val = _u(g, n), _u(g, n, lo=0.4, hi=1.0), _u(g, n, lo=0.45, hi=1.0)
+def _object_textures(g, n, size, k=1, n_classes=1):
+    "Saturated colours with stripes or spots in a second colour: float (n, 3, size, size). With `n_classes` > 1, object class `k` (1-based) has its own hue band [(k-1)/n_classes, k/n_classes) and its own pattern (stripes for odd k, spots for even k)."
+    hue, sat, val = (k - 1 + _u(g, n)) / n_classes, _u(g, n, lo=0.4, hi=1.0), _u(g, n, lo=0.45, hi=1.0)
     c1 = hsv_to_rgb(hue, sat, val)
     c2 = hsv_to_rgb((hue + _u(g, n, lo=-0.2, hi=0.2)) % 1, sat, val * _u(g, n, lo=0.3, hi=0.8))
     pix = (torch.arange(size) + 0.5) / size
@@ -254,7 +254,9 @@ def _object_textures(g, n, size):
     ph1, ph2 = (_u(g, n, hi=2 * torch.pi)[:, None, None] for _ in range(2))
     stripes = torch.sin(2 * torch.pi * freq * (xx * torch.cos(ang) + yy * torch.sin(ang)) + ph1)
     spots = torch.sin(2 * torch.pi * freq * xx + ph1) * torch.sin(2 * torch.pi * freq * yy + ph2)
-    pattern = torch.where(torch.rand(n, 1, 1, generator=g) < 0.5, stripes, spots)
+    use_stripes = torch.rand(n, 1, 1, generator=g) < 0.5  # drawn in every case: one class draws as it always did
+    if n_classes > 1: use_stripes = torch.full_like(use_stripes, k % 2 == 1)
+    pattern = torch.where(use_stripes, stripes, spots)
     t = (pattern > 0).float()[:, None]  # (n, 1, H, W): 1 where the second colour shows
     tex = c1[:, :, None, None] * (1 - t) + c2[:, :, None, None] * t
     return (tex + 0.02 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)
@@ -262,7 +264,7 @@ def _object_textures(g, n, size):
 # %% ../nbs/07_data.ipynb #b1539a4b
 def make_synthetic(n_images: int = 2000, size: int = 64, n_objects: int = 1, seed: int = 0,
                    chunk: int = 500) -> SegmentationData:
-    "Textured random shapes on smooth backgrounds with exact masks (labels 1..n_objects, later objects on top)."
+    "Textured random shapes on smooth backgrounds with exact masks (labels 1..n_objects, later objects on top; each object label a class with its own hues and pattern)."
     if n_images < 1 or size < 8 or n_objects < 1:
         raise ValueError(f"make_synthetic needs n_images >= 1, size >= 8, n_objects >= 1; "
                          f"got {n_images}, {size}, {n_objects}")
@@ -273,7 +275,7 @@ def make_synthetic(n_images: int = 2000, size: int = 64, n_objects: int = 1, see
         img, lab = _backgrounds(g, n, size), torch.zeros(n, size, size, dtype=torch.uint8)
         for k in range(1, n_objects + 1):
             inside = _object_masks(g, n, size)
-            img = torch.where(inside[:, None], _object_textures(g, n, size), img)
+            img = torch.where(inside[:, None], _object_textures(g, n, size, k, n_objects), img)
             lab[inside] = k
         images.append((img * 255).round().to(torch.uint8)); masks.append(lab)
     name = 'synthetic' if n_objects == 1 else f'synthetic{n_objects}'

@@ -599,12 +599,15 @@ def _out_of_time(self: Trainer) -> bool:
 def _due(it: int, every: int) -> bool: return every > 0 and it % every == 0
 
 def _eval_and_save(self: Trainer):
-    "Evaluate (rank 0), keep best.pt when the validation IoU improves, save a sample grid."
+    "Evaluate (rank 0; each source dataset too when the validation data is a mixture), keep best.pt when the validation IoU improves, save a sample grid."
     rec, is_best = None, False
     if self.rank == 0 and self.val_data is not None:
         scores = self.evaluate_model()
         rec = {'iter': self.iteration, 'minutes': round(self._minutes(), 3), 'restarts': self.restarts,
                'eval': scores, 'areas': self.region_areas().tolist()}
+        if getattr(self.val_data, 'sources', None) is not None:  # a mixture (SegmentationData.concat): score each dataset
+            parts = {s: self.val_data.source_subset(s).labelled_subset() for s in dict.fromkeys(self.val_data.sources)}
+            rec['by_source'] = {s: self.evaluate_model(part) for s, part in parts.items() if len(part)}
         self._log(rec)
         is_best = self.best is None or validation_iou(scores) > self.best['iou']
         if is_best: self.best = {'iou': validation_iou(scores), 'iter': self.iteration, 'restarts': self.restarts}
