@@ -1,4 +1,6 @@
 "Cross-module checks of redo_nb.beyond: a supervised F learns, curves and per-source scores are counted right."
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -67,3 +69,43 @@ def test_evaluate_by_source_leaves_out_unlabelled_sources():
     with pytest.warns(UserWarning, match="'photos' has no labelled image"):
         res = evaluate_by_source(lambda x: torch.full((len(x), 2, 16, 16), 0.5), mixed)
     assert list(res) == ['shapes']
+
+
+def _tiny_config(tmp_path, **kw):
+    from redo_nb.train import get_config
+    return get_config('cpu', img_size=SIZE, batch_size=4, ch_f=8, ch_g=8, ch_d=8, size_z=8, progress=False,
+                      num_threads=1, iters=6, eval_every=3, ckpt_every=3, collapse_check_until=0,
+                      out_dir=str(tmp_path), max_minutes=None, **kw)
+
+
+def test_trainer_with_three_regions_end_to_end(tmp_path):
+    from redo_nb.train import Trainer, load_model
+    train, val = make_synthetic(24, SIZE, n_objects=2, seed=1), make_synthetic(8, SIZE, n_objects=2, seed=2)
+    trainer = Trainer(_tiny_config(tmp_path, n=3, dataset='synthetic2'), data=train, val_data=val)
+    summary = trainer.fit()
+    assert summary['iterations'] == 6
+    # scores take the best matching of the 3 regions to the 3 labels; IoU is the mean over the two objects
+    final = summary['final']['model']['image']
+    assert final['n_images'] == 8 and 0 <= final['iou'] <= 1 and 0 <= final['miou'] <= 1
+    model = load_model(Path(summary['run_dir']) / 'last.pt')
+    M = model.masks(val.images[:2].float() / 127.5 - 1)
+    assert M.shape == (2, 3, SIZE, SIZE)
+    torch.testing.assert_close(M.sum(1), torch.ones(2, SIZE, SIZE))
+    assert len(model.G.generators) == 3
+
+
+def test_trainer_on_a_mixture_scores_each_source(tmp_path):
+    from redo_nb.train import Trainer
+    mix = lambda n, seed: SegmentationData.concat([make_synthetic(n, SIZE, seed=seed), make_synthetic(n, SIZE, seed=seed + 1)],
+                                                  names=['a', 'b'])
+    val = mix(5, 10)
+    val.masks[7] = IGNORE  # an unlabelled image of source b is not scored
+    trainer = Trainer(_tiny_config(tmp_path), data=mix(12, 0), val_data=val)
+    trainer.fit()
+    evals = [r for r in trainer.history if 'eval' in r]
+    assert len(evals) == 2 and all(list(r['by_source']) == ['a', 'b'] for r in evals)
+    last = evals[-1]['by_source']
+    assert [last[s]['model']['image']['n_images'] for s in ('a', 'b')] == [5, 4]
+    # each source's scores are those of its images alone
+    alone = trainer.evaluate_model(val.source_subset('a'))
+    assert last['a']['model']['image'] == alone['model']['image']
