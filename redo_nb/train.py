@@ -15,6 +15,7 @@ from .losses import lambda_z, generator_objective, discriminator_objective
 from .models import ReDO
 from .metrics import evaluate, format_scores
 from .data import get_dataset, to_float_image
+from .beyond import evaluate_by_source
 
 # %% auto #0
 __all__ = ['PRESETS', 'CKPT_FORMAT', 'TrainConfig', 'get_config', 'resolve_device', 'cpu_has_native_bf16', 'resolve_amp',
@@ -495,8 +496,12 @@ def _val_tensors(self: Trainer):
 def masks_fn(self: Trainer):
     "A function images -> soft masks (B, n, H, W) running F in eval mode (for `redo_nb.metrics.evaluate`)."
     def fn(x):
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return self.model.masks(self._to_device(x)).float().cpu()
+        F, was_training = self.model.F, self.model.F.training
+        F.eval()
+        try:
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                return F(self._to_device(x)).float().cpu()
+        finally: F.train(was_training)
     return fn
 
 def _to_device(self: Trainer, x):
@@ -507,12 +512,8 @@ def evaluate_model(self: Trainer, data=None) -> dict:
     "Scores of the current F on `data` (default: the validation data), logged to the history."
     data = data if data is not None else self.val_data
     if data is None: return {}
-    self.model.eval()
-    try:
-        images, gt = _val_tensors(self) if data is self.val_data else data.batch(torch.arange(len(data)))
-        with torch.no_grad(): scores = evaluate(self.masks_fn(), images, gt, n_gt=getattr(data, 'n_regions', self.cfg.n))
-    finally: self.model.train()
-    return scores
+    images, gt = _val_tensors(self) if data is self.val_data else data.batch(torch.arange(len(data)))
+    return evaluate(self.masks_fn(), images, gt, n_gt=getattr(data, 'n_regions', self.cfg.n))
 
 Trainer._val_tensors, Trainer.masks_fn, Trainer._to_device, Trainer.evaluate_model = _val_tensors, masks_fn, _to_device, evaluate_model
 
@@ -606,8 +607,7 @@ def _eval_and_save(self: Trainer):
         rec = {'iter': self.iteration, 'minutes': round(self._minutes(), 3), 'restarts': self.restarts,
                'eval': scores, 'areas': self.region_areas().tolist()}
         if getattr(self.val_data, 'sources', None) is not None:  # a mixture (SegmentationData.concat): score each dataset
-            parts = {s: self.val_data.source_subset(s).labelled_subset() for s in dict.fromkeys(self.val_data.sources)}
-            rec['by_source'] = {s: self.evaluate_model(part) for s, part in parts.items() if len(part)}
+            rec['by_source'] = evaluate_by_source(self.masks_fn(), self.val_data)
         self._log(rec)
         is_best = self.best is None or validation_iou(scores) > self.best['iou']
         if is_best: self.best = {'iou': validation_iou(scores), 'iter': self.iteration, 'restarts': self.restarts}
