@@ -509,7 +509,7 @@ def _to_device(self: Trainer, x):
     return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 def evaluate_model(self: Trainer, data=None) -> dict:
-    "Scores of the current F on `data` (default: the validation data), logged to the history."
+    "Scores of the current F on `data` (default: the validation data); `fit` logs them with the history."
     data = data if data is not None else self.val_data
     if data is None: return {}
     images, gt = _val_tensors(self) if data is self.val_data else data.batch(torch.arange(len(data)))
