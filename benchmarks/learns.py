@@ -57,6 +57,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('dataset', choices=sorted(DATA)); ap.add_argument('--root', default=None)
     ap.add_argument('--preset', default='cpu'); ap.add_argument('--minutes', type=float, default=10)
+    ap.add_argument('--iters', type=int, default=10**9, help='stop after this many iterations too (runs are deterministic per iteration with one thread: compare variants at equal iterations)')
     ap.add_argument('--size', type=int, default=None); ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=None, help='torch threads (default: torch chooses)')
     ap.add_argument('--eval-every', type=int, default=250); ap.add_argument('--name', default='')
@@ -74,7 +75,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = a.out_dir or tmp
         cfg = get_config(a.preset, dataset=a.dataset, n=train.n_regions, img_size=size, seed=a.seed, max_minutes=a.minutes,
-                         iters=10**9, eval_every=a.eval_every, ckpt_every=10**9, n_val=None, num_threads=a.threads,
+                         iters=a.iters, eval_every=a.eval_every, ckpt_every=10**9, n_val=None, num_threads=a.threads,
                          out_dir=tmp, progress=False, **dict(parse_setting(s) for s in a.set))
         print(f'{tag}: {len(train)} training / {len(scored)} scored images, {size} px, n={train.n_regions}, '
               f'{a.minutes} min, threads {torch.get_num_threads() if a.threads is None else a.threads}')

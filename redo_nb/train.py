@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
-from .losses import lambda_z, generator_objective, discriminator_objective
+from .losses import lambda_z, generator_objective, discriminator_objective, edge_energy
 from .models import ReDO
 from .metrics import evaluate, format_scores
 from .data import get_dataset, to_float_image
@@ -19,9 +19,9 @@ from .beyond import evaluate_by_source
 
 # %% auto #0
 __all__ = ['PRESETS', 'CKPT_FORMAT', 'TrainConfig', 'get_config', 'resolve_device', 'cpu_has_native_bf16', 'resolve_amp',
-           'atomic_save', 'load_checkpoint', 'Trainer', 'generator_step', 'discriminator_step', 'region_areas',
-           'collapsed', 'restart', 'validation_iou', 'masks_fn', 'evaluate_model', 'save_samples', 'state_dict',
-           'save_checkpoint', 'resume', 'fit', 'history_evals', 'train', 'load_model', 'segment']
+           'atomic_save', 'load_checkpoint', 'Trainer', 'generator_step', 'edge_weight', 'discriminator_step',
+           'region_areas', 'collapsed', 'restart', 'validation_iou', 'masks_fn', 'evaluate_model', 'save_samples',
+           'state_dict', 'save_checkpoint', 'resume', 'fit', 'history_evals', 'train', 'load_model', 'segment']
 
 # %% ../nbs/05_train.ipynb #3662494f
 @dataclass
@@ -54,6 +54,8 @@ class TrainConfig:
     betas: tuple = (0.0, 0.9)
     lambda_z_scale: float = 5.0     # lambda_z = lambda_z_scale / (n * size_z)
     redraw: str = 'single'          # 'single': one region per image (paper); 'all': every region (released code)
+    lambda_edge: float = 0.0        # weight of redo_nb.losses.edge_energy on F's masks (not in the paper: 0)
+    edge_warmup: int = 0            # lambda_edge ramps up linearly over these first iterations
     # --- schedule
     iters: int = 40_000
     max_minutes: float | None = None  # wall-clock budget; training stops (and evaluates) when it is spent
@@ -391,6 +393,9 @@ def generator_step(self: Trainer) -> dict:
     try:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss, logs, M = self._g_forward(I, z, i)
+        if self.cfg.lambda_edge:  # not in the paper: boundaries drawn towards image edges (redo_nb.losses.edge_energy)
+            edge = edge_energy(M, I).mean()
+            loss, logs = loss + self.edge_weight() * edge, {**logs, 'edge': edge.detach()}
         scaler = self.scalers['G']
         scaler.scale(loss).backward()
     finally:
@@ -403,7 +408,13 @@ def generator_step(self: Trainer) -> dict:
     return {'loss_g': loss.detach(), **{f'g_{k}': v.detach() for k, v in logs.items()},
             **{f'area{k}': area[k] for k in range(self.cfg.n)}}
 
+def edge_weight(self: Trainer) -> float:
+    "lambda_edge, ramped up linearly over the first `edge_warmup` iterations (of the current restart)."
+    cfg = self.cfg
+    return cfg.lambda_edge * (min(1., self.iteration / cfg.edge_warmup) if cfg.edge_warmup > 0 else 1.)
+
 Trainer._d_and_zhat, Trainer._g_forward_eager, Trainer.generator_step = _d_and_zhat, _g_forward_eager, generator_step
+Trainer.edge_weight = edge_weight
 
 # %% ../nbs/05_train.ipynb #d7270665
 def _d_forward_eager(self: Trainer, I_real, fake):
