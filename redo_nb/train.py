@@ -55,7 +55,7 @@ class TrainConfig:
     lambda_z_scale: float = 5.0     # lambda_z = lambda_z_scale / (n * size_z)
     redraw: str = 'single'          # 'single': one region per image (paper); 'all': every region (released code)
     lambda_edge: float = 0.0        # weight of redo_nb.losses.edge_energy on F's masks (not in the paper: 0)
-    edge_warmup: int = 0            # lambda_edge ramps up linearly over these first iterations
+    edge_warmup: int = 0            # lambda_edge is off for this many iterations, then ramps up linearly over as many
     # --- schedule
     iters: int = 40_000
     max_minutes: float | None = None  # wall-clock budget; training stops (and evaluates) when it is spent
@@ -409,9 +409,9 @@ def generator_step(self: Trainer) -> dict:
             **{f'area{k}': area[k] for k in range(self.cfg.n)}}
 
 def edge_weight(self: Trainer) -> float:
-    "lambda_edge, ramped up linearly over the first `edge_warmup` iterations (of the current restart)."
+    "lambda_edge after the warm-up: 0 for the first `edge_warmup` iterations (of the current restart), then a linear ramp to `lambda_edge` over as many."
     cfg = self.cfg
-    return cfg.lambda_edge * (min(1., self.iteration / cfg.edge_warmup) if cfg.edge_warmup > 0 else 1.)
+    return cfg.lambda_edge * (min(max(self.iteration / cfg.edge_warmup - 1, 0.), 1.) if cfg.edge_warmup > 0 else 1.)
 
 Trainer._d_and_zhat, Trainer._g_forward_eager, Trainer.generator_step = _d_and_zhat, _g_forward_eager, generator_step
 Trainer.edge_weight = edge_weight
