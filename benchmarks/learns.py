@@ -41,6 +41,17 @@ def grabcut_scores(data, margin=0.1, iters=5):
     preds, gt = torch.stack(preds), data.masks.long()
     return {p: segmentation_scores(preds, gt, protocol=p) for p in ('image', 'dataset')}
 
+def refined_disc_scores(data, radius_frac):
+    "The refinement (redo_nb.refine) started from the best centred disc on every scored image, both protocols."
+    from redo_nb.metrics import centred_disc, masks_to_labels, segmentation_scores
+    from redo_nb.refine import refine_masks
+    images, gt = data.batch(torch.arange(len(data)))
+    disc = centred_disc(gt.shape[-2:], radius_frac).float()
+    M = torch.stack([disc, 1 - disc])[None] * 0.8 + 0.1  # F-like soft masks: 0.9 inside, 0.1 outside
+    labels = torch.cat([masks_to_labels(refine_masks(M.expand(len(x), -1, -1, -1), x))
+                        for x in images.split(128)])
+    return {p: segmentation_scores(labels, gt.long(), protocol=p) for p in ('image', 'dataset')}
+
 def curve_of(history):
     "One row per evaluation: minutes, iteration, model / average-mask IoU under both protocols."
     rows = []
@@ -49,7 +60,8 @@ def curve_of(history):
         e = r['eval']
         rows.append(dict(minutes=r['minutes'], iter=r['iter'], restarts=r['restarts'],
                          **{f'{k}_{p}': round(e[k][p]['iou'], 4)
-                            for k in ('model', 'average_mask') for p in ('image', 'dataset')},
+                            for k in ('model', 'average_mask', 'refined', 'refined_average_mask') if k in e
+                            for p in ('image', 'dataset')},
                          areas=[round(a, 3) for a in e['region_areas']]))
     return rows
 
@@ -89,18 +101,24 @@ def main(argv=None):
     if a.dataset == 'oxford17':
         gc = grabcut_scores(scored)
         baselines['grabcut'] = None if gc is None else {p: round(gc[p]['iou'], 4) for p in gc}
-    print(f"{'minutes':>8}{'iter':>7}{'IoU/img':>9}{'IoU/set':>9}{'avgM/img':>9}{'avgM/set':>9}  areas")
+    if 'refined' in final and scored.n_regions == 2:  # the refinement started from the best centred disc instead of F: GrabCut's rectangle, in our terms
+        disc = refined_disc_scores(scored, final['centred_disc']['radius_frac'])
+        baselines['refined_centred_disc'] = {p: round(disc[p]['iou'], 4) for p in disc}
+    cols = [k for k in ('model', 'average_mask', 'refined', 'refined_average_mask') if f'{k}_image' in curve[-1]]
+    short = dict(model='IoU', average_mask='avgM', refined='refIoU', refined_average_mask='refAvgM')
+    print(f"{'minutes':>8}{'iter':>7}" + ''.join(f"{short[k] + '/' + p[:3]:>12}" for k in cols for p in ('image', 'dataset')) + '  areas')
     for r in curve:
-        print(f"{r['minutes']:8.2f}{r['iter']:7d}{r['model_image']:9.3f}{r['model_dataset']:9.3f}"
-              f"{r['average_mask_image']:9.3f}{r['average_mask_dataset']:9.3f}  {r['areas']}"
-              + (f"  restarts {r['restarts']}" if r['restarts'] else ''))
+        print(f"{r['minutes']:8.2f}{r['iter']:7d}" + ''.join(f"{r.get(f'{k}_{p}', float('nan')):12.3f}" for k in cols for p in ('image', 'dataset'))
+              + f"  {r['areas']}" + (f"  restarts {r['restarts']}" if r['restarts'] else ''))
     print('baselines (image / dataset):', baselines)
     best = max(curve, key=lambda r: r['model_image'])
-    reached = {p: final['model'][p]['iou'] >= v for p, v in targets.items()}
+    reached = {k: {p: final[k][p]['iou'] >= v for p, v in targets.items()} for k in ('model', 'refined') if k in final}
     print(f"final: {summary['iterations']} iterations in {summary['minutes']:.1f} min ({summary['sec_per_iter']:.3f} s/it), "
           f"restarts {summary['restarts']}; IoU image {final['model']['image']['iou']:.3f} / dataset "
           f"{final['model']['dataset']['iou']:.3f}; best (by per-image IoU, as best.pt) {best['model_image']:.3f} / "
-          f"{best['model_dataset']:.3f} at {best['minutes']:.1f} min; targets {targets} reached: {reached}")
+          f"{best['model_dataset']:.3f} at {best['minutes']:.1f} min"
+          + (f"; refined image {final['refined']['image']['iou']:.3f} / dataset {final['refined']['dataset']['iou']:.3f}" if 'refined' in final else '')
+          + f"; targets {targets} reached: {reached}")
     out = dict(name=tag, dataset=a.dataset, config=cfg.to_dict(), threads=torch.get_num_threads(), summary=summary,
                curve=curve, baselines=baselines, targets=targets, reached=reached, best=best)
     res = pathlib.Path(a.results); res.mkdir(parents=True, exist_ok=True)
@@ -108,9 +126,9 @@ def main(argv=None):
     try:
         import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6, 3.5)); x = [r['minutes'] for r in curve]
-        for k, style in (('model_dataset', '-'), ('model_image', '--'), ('average_mask_dataset', ':')):
-            ax.plot(x, [r[k] for r in curve], style, label=k.replace('_', ' '))
-        for (k, v), c in zip(baselines.items(), ('grey', 'tan', 'green')):
+        for k, style in (('model_dataset', '-'), ('model_image', '--'), ('average_mask_dataset', ':'), ('refined_dataset', '-')):
+            if k in curve[-1]: ax.plot(x, [r.get(k) for r in curve], style, label=k.replace('_', ' '))
+        for (k, v), c in zip(baselines.items(), ('grey', 'tan', 'green', 'purple')):
             if v: ax.axhline(v['dataset'], color=c, lw=0.8, label=f'{k.replace("_", " ")} (dataset)')
         for v in set(targets.values()): ax.axhline(v, color='red', lw=0.5, ls='--', label='target')
         ax.set(xlabel='training minutes', ylabel='foreground IoU (mean over objects)', title=tag, ylim=(0, 1))

@@ -108,6 +108,7 @@ def eval_cli(argv: list | None = None) -> dict:
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--device', default='auto')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='extra get_dataset keyword arguments (JSON values)')
+    p.add_argument('--no-refine', action='store_true', help='skip the rows of masks refined on image edges (redo_nb.refine)')
     p.add_argument('--json', help='write the scores to this JSON file')
     args = p.parse_args(argv)
     ck = _checkpoint_arg(p, args.checkpoint)
@@ -125,7 +126,8 @@ def eval_cli(argv: list | None = None) -> dict:
     model = load_model(args.checkpoint, device)
     images, gt = data.batch(torch.arange(len(data)))
     with torch.no_grad():
-        scores = evaluate(lambda x: segment(model, x), images, gt, batch_size=args.batch_size, n_gt=data.n_regions)
+        scores = evaluate(lambda x: segment(model, x), images, gt, batch_size=args.batch_size, n_gt=data.n_regions,
+                          refine=not args.no_refine)
     print(f'{args.checkpoint} on {name} ({args.split}, {len(data)} labelled images, {cfg.img_size} px):')
     print(format_scores(scores))
     if args.json:
@@ -166,6 +168,7 @@ def segment_cli(argv: list | None = None) -> int:
     p.add_argument('--size', type=int, help="model input size (default: the checkpoint's)")
     p.add_argument('--soft', action='store_true', help='write foreground probabilities instead of 0/255')
     p.add_argument('--foreground', default='auto', help="region written as foreground: 'auto' or an index")
+    p.add_argument('--refine', action='store_true', help="refine F's masks on image edges (redo_nb.refine; not in the paper)")
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--device', default='auto')
     args = p.parse_args(argv)
@@ -178,7 +181,7 @@ def segment_cli(argv: list | None = None) -> int:
     images, paths, sizes, bad = _read_images(src, size)
     for f, e in bad: print(f'warning: skipping unreadable file {f}: {type(e).__name__}: {e}', file=sys.stderr)
     if not images: p.error(f'no readable image in {src} ({len(bad)} unreadable)')
-    M = torch.cat([segment(model, torch.stack(images[s:s + args.batch_size]), args.batch_size)
+    M = torch.cat([segment(model, torch.stack(images[s:s + args.batch_size]), args.batch_size, refine=args.refine)
                    for s in range(0, len(images), args.batch_size)])
     fg = int(border_mass(M).argmin()) if args.foreground == 'auto' else int(args.foreground)
     if not 0 <= fg < n: p.error(f'--foreground {fg}: the model has regions 0..{n - 1}')

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from .generative import IGNORE
+from .refine import refine_masks
 
 # %% ../nbs/06_metrics.ipynb #120a49cb
 def masks_to_labels(M):
@@ -138,22 +139,30 @@ def _both_protocols(pred, gt, n_gt):
     return {p: segmentation_scores(pred, gt, n_gt=n_gt, protocol=p) for p in ('image', 'dataset')}
 
 @torch.no_grad()
-def evaluate(masks_fn, images, gt, batch_size=64, n_gt=2):
-    "Score `masks_fn` (float images in [-1, 1] `(B, 3, H, W)` -> masks `(B, n, H, W)`) on `images` `(N, 3, H, W)` with labels `gt` `(N, H, W)`, per image and per data set, next to its average mask, the best centred disc and all-foreground."
+def evaluate(masks_fn, images, gt, batch_size=64, n_gt=2, refine=False):
+    "Score `masks_fn` (float images in [-1, 1] `(B, 3, H, W)` -> masks `(B, n, H, W)`) on `images` `(N, 3, H, W)` with labels `gt` `(N, H, W)`, per image and per data set, next to its average mask, the best centred disc and all-foreground; `refine` (True or `refine_masks` keyword arguments) adds the refined masks and the refined average mask."
     if images.ndim != 4 or gt.ndim != 3 or images.shape[0] != gt.shape[0] or images.shape[2:] != gt.shape[1:]:
         raise ValueError(f"evaluate: images must be (N, C, H, W) and gt (N, H, W) with matching N, H, W, got {tuple(images.shape)} and {tuple(gt.shape)}")
-    labels, mask_sum = [], 0.
-    for start in range(0, len(images), batch_size):
-        M = masks_fn(_as_model_input(images[start:start + batch_size])).float().cpu()
+    kw = refine if isinstance(refine, dict) else {}
+    batches = lambda: ((s, _as_model_input(images[s:s + batch_size])) for s in range(0, len(images), batch_size))
+    labels, refined, mask_sum = [], [], 0.
+    for start, x in batches():
+        M = masks_fn(x).float().cpu()
         if M.ndim != 4 or M.shape[2:] != gt.shape[1:]:
             raise ValueError(f"evaluate: masks_fn must return masks (B, n, {gt.shape[1]}, {gt.shape[2]}), got {tuple(M.shape)}")
         labels.append(masks_to_labels(M))
+        if refine: refined.append(masks_to_labels(refine_masks(M, x, **kw)))
         mask_sum = mask_sum + M.sum(0)
     labels, M_avg = torch.cat(labels), mask_sum / len(images)
     n = M_avg.shape[0]
     radius, _ = best_centred_disc(gt, n_gt=n_gt)
+    extra = {}
+    if refine:  # the average mask refined the same way: what the refinement does from a position prior alone
+        avg = [masks_to_labels(refine_masks(M_avg.expand(len(x), -1, -1, -1), x, **kw)) for _, x in batches()]
+        extra = dict(refined=_both_protocols(torch.cat(refined), gt, n_gt),
+                     refined_average_mask=_both_protocols(torch.cat(avg), gt, n_gt))
     return dict(
-        model=_both_protocols(labels, gt, n_gt),
+        model=_both_protocols(labels, gt, n_gt), **extra,
         average_mask=_both_protocols(M_avg.argmax(0).expand(len(gt), -1, -1), gt, n_gt),
         centred_disc=dict(_both_protocols(centred_disc(gt.shape, radius), gt, n_gt), radius_frac=radius),
         all_foreground=_both_protocols(all_foreground(gt), gt, n_gt),
@@ -163,10 +172,11 @@ def evaluate(masks_fn, images, gt, batch_size=64, n_gt=2):
 
 def format_scores(d):
     "A short text table of the scores returned by `evaluate`."
-    lines = [f"{'':16}{'image Acc':>10}{'image IoU':>10}{'set Acc':>9}{'set IoU':>9}{'mIoU':>7}"]
-    for name in ('model', 'average_mask', 'centred_disc', 'all_foreground'):
+    lines = [f"{'':22}{'image Acc':>10}{'image IoU':>10}{'set Acc':>9}{'set IoU':>9}{'mIoU':>7}"]
+    for name in ('model', 'refined', 'average_mask', 'refined_average_mask', 'centred_disc', 'all_foreground'):
+        if name not in d: continue
         im, ds = d[name]['image'], d[name]['dataset']
-        lines.append(f"{name:16}{im['acc']:10.3f}{im['iou']:10.3f}{ds['acc']:9.3f}{ds['iou']:9.3f}{im['miou']:7.3f}")
+        lines.append(f"{name:22}{im['acc']:10.3f}{im['iou']:10.3f}{ds['acc']:9.3f}{ds['iou']:9.3f}{im['miou']:7.3f}")
     lines.append(f"images scored: {d['model']['image']['n_images']}, skipped: {d['model']['image']['n_skipped']}; "
                  f"region areas: {', '.join(f'{a:.2f}' for a in d['region_areas'])}; disc radius: {d['centred_disc']['radius_frac']:.2f}")
     return '\n'.join(lines)

@@ -14,14 +14,16 @@ from tqdm.auto import tqdm
 from .losses import lambda_z, generator_objective, discriminator_objective, edge_energy
 from .models import ReDO
 from .metrics import evaluate, format_scores
+from .refine import refine_masks
 from .data import get_dataset, to_float_image
 from .beyond import evaluate_by_source
 
 # %% auto #0
 __all__ = ['PRESETS', 'CKPT_FORMAT', 'TrainConfig', 'get_config', 'resolve_device', 'cpu_has_native_bf16', 'resolve_amp',
-           'atomic_save', 'load_checkpoint', 'Trainer', 'generator_step', 'edge_weight', 'discriminator_step',
-           'region_areas', 'collapsed', 'restart', 'validation_iou', 'masks_fn', 'evaluate_model', 'save_samples',
-           'state_dict', 'save_checkpoint', 'resume', 'fit', 'history_evals', 'train', 'load_model', 'segment']
+           'atomic_save', 'load_checkpoint', 'Trainer', 'generator_step', 'edge_weight', 'self_weight',
+           'discriminator_step', 'region_areas', 'collapsed', 'restart', 'validation_iou', 'masks_fn', 'evaluate_model',
+           'save_samples', 'state_dict', 'save_checkpoint', 'resume', 'fit', 'history_evals', 'train', 'load_model',
+           'segment']
 
 # %% ../nbs/05_train.ipynb #3662494f
 @dataclass
@@ -56,6 +58,9 @@ class TrainConfig:
     redraw: str = 'single'          # 'single': one region per image (paper); 'all': every region (released code)
     lambda_edge: float = 0.0        # weight of redo_nb.losses.edge_energy on F's masks (not in the paper: 0)
     edge_warmup: int = 0            # lambda_edge is off for this many iterations, then ramps up linearly over as many
+    lambda_self: float = 0.0        # weight of the cross-entropy from F's masks to their refinement on image edges (self-training; not in the paper: 0)
+    self_warmup: int = 0            # lambda_self's warm-up, as edge_warmup
+    eval_refine: bool = True        # evaluations also score the masks refined on image edges (redo_nb.refine; not in the paper)
     # --- schedule
     iters: int = 40_000
     max_minutes: float | None = None  # wall-clock budget; training stops (and evaluates) when it is spent
@@ -92,7 +97,8 @@ class TrainConfig:
         if self.n < 2: raise ValueError(f'TrainConfig.n={self.n}: ReDO needs at least 2 regions')
         for k in ('img_size', 'size_z', 'batch_size', 'log_every', 'eval_every', 'ckpt_every', 'collapse_check_every'):
             if getattr(self, k) <= 0: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be positive')
-        if self.iters < 0: raise ValueError(f'TrainConfig.iters={self.iters} must be >= 0')
+        for k in ('iters', 'lambda_edge', 'edge_warmup', 'lambda_self', 'self_warmup'):
+            if getattr(self, k) < 0: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be >= 0')
 
     def to_dict(self) -> dict:
         "A JSON-serialisable dict of every field."
@@ -122,7 +128,8 @@ PRESETS = {
         img_size=32, batch_size=16, ch_g=16, ch_d=32, self_attention=False,
         delta='separate', lambda_z_scale=20., lr_f=2e-4, lr_g=4e-4, lr_d=4e-4, lr_delta=4e-4,
         iters=100_000, max_minutes=10., log_every=10, eval_every=250, ckpt_every=250,
-        collapse_threshold=0.01, collapse_check_every=250, collapse_check_until=1000, n_val=256),
+        collapse_threshold=0.01, collapse_check_every=250, collapse_check_until=1000, n_val=256,
+        lambda_self=1., self_warmup=500),
 }
 
 def get_config(preset: str | None = 'cpu', **overrides) -> TrainConfig:
@@ -396,6 +403,10 @@ def generator_step(self: Trainer) -> dict:
         if self.cfg.lambda_edge:  # not in the paper: boundaries drawn towards image edges (redo_nb.losses.edge_energy)
             edge = edge_energy(M, I).mean()
             loss, logs = loss + self.edge_weight() * edge, {**logs, 'edge': edge.detach()}
+        if self.cfg.lambda_self:  # not in the paper: F learns from its own masks refined on image edges (redo_nb.refine)
+            target = refine_masks(M.detach(), I)
+            ce = -(target * M.float().clamp_min(1e-6).log()).sum(1).mean()
+            loss, logs = loss + self.self_weight() * ce, {**logs, 'self': ce.detach()}
         scaler = self.scalers['G']
         scaler.scale(loss).backward()
     finally:
@@ -408,13 +419,20 @@ def generator_step(self: Trainer) -> dict:
     return {'loss_g': loss.detach(), **{f'g_{k}': v.detach() for k, v in logs.items()},
             **{f'area{k}': area[k] for k in range(self.cfg.n)}}
 
+def _warmed_up(iteration: int, W: int) -> float:
+    "0 for the first W iterations, then a linear ramp to 1 over the next W (1 throughout when W = 0)."
+    return min(max(iteration / W - 1, 0.), 1.) if W > 0 else 1.
+
 def edge_weight(self: Trainer) -> float:
     "lambda_edge after the warm-up: 0 for the first `edge_warmup` iterations (of the current restart), then a linear ramp to `lambda_edge` over as many."
-    cfg = self.cfg
-    return cfg.lambda_edge * (min(max(self.iteration / cfg.edge_warmup - 1, 0.), 1.) if cfg.edge_warmup > 0 else 1.)
+    return self.cfg.lambda_edge * _warmed_up(self.iteration, self.cfg.edge_warmup)
+
+def self_weight(self: Trainer) -> float:
+    "lambda_self after its warm-up `self_warmup` (as `edge_weight`)."
+    return self.cfg.lambda_self * _warmed_up(self.iteration, self.cfg.self_warmup)
 
 Trainer._d_and_zhat, Trainer._g_forward_eager, Trainer.generator_step = _d_and_zhat, _g_forward_eager, generator_step
-Trainer.edge_weight = edge_weight
+Trainer.edge_weight, Trainer.self_weight = edge_weight, self_weight
 
 # %% ../nbs/05_train.ipynb #d7270665
 def _d_forward_eager(self: Trainer, I_real, fake):
@@ -524,7 +542,7 @@ def evaluate_model(self: Trainer, data=None) -> dict:
     data = data if data is not None else self.val_data
     if data is None: return {}
     images, gt = _val_tensors(self) if data is self.val_data else data.batch(torch.arange(len(data)))
-    return evaluate(self.masks_fn(), images, gt, n_gt=getattr(data, 'n_regions', self.cfg.n))
+    return evaluate(self.masks_fn(), images, gt, n_gt=getattr(data, 'n_regions', self.cfg.n), refine=self.cfg.eval_refine)
 
 Trainer._val_tensors, Trainer.masks_fn, Trainer._to_device, Trainer.evaluate_model = _val_tensors, masks_fn, _to_device, evaluate_model
 
@@ -692,15 +710,17 @@ def load_model(path, device='cpu') -> ReDO:
     model.config = c
     return model.to(device).eval()
 
-def segment(model: ReDO, images: torch.Tensor, batch_size: int = 64, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
-    "Soft masks (B, n, H, W) of `images` (uint8 or float in [-1, 1], (B, 3, H, W)): F in eval mode under `torch.inference_mode`, channels-last; `amp_dtype` (e.g. `torch.bfloat16`) runs F under autocast."
+def segment(model: ReDO, images: torch.Tensor, batch_size: int = 64, amp_dtype: torch.dtype | None = None,
+            refine: bool | dict = False) -> torch.Tensor:
+    "Soft masks (B, n, H, W) of `images` (uint8 or float in [-1, 1], (B, 3, H, W)): F in eval mode under `torch.inference_mode`, channels-last; `amp_dtype` (e.g. `torch.bfloat16`) runs F under autocast; `refine` (True or `refine_masks` keyword arguments) refines them on image edges."
     if images.ndim != 4 or images.shape[1] != 3: raise ValueError(f'images must be (B, 3, H, W), got {tuple(images.shape)}')
     was = model.training; model.eval()
     dev = next(model.parameters()).device
     def masks(x):  # uint8 batches travel as uint8 (4x fewer bytes) and are scaled on the device
         x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            return model.masks(to_float_image(x) if x.dtype == torch.uint8 else x).float().cpu()
+            M = model.masks(to_float_image(x) if x.dtype == torch.uint8 else x).float()
+        return (refine_masks(M, x, **(refine if isinstance(refine, dict) else {})) if refine else M).cpu()
     try:
         with torch.inference_mode(): parts = [masks(images[s:s + batch_size]) for s in range(0, len(images), batch_size)]
     finally: model.train(was)

@@ -50,6 +50,7 @@ def test_eval_cli(run, tmp_path):
     scores = eval_cli([str(run[0] / 'best.pt'), '--split', 'val', '--set', 'n_images=16', '--json', str(js)])
     saved = json.loads(js.read_text())
     assert saved['n_images'] == 16 and saved['scores']['model']['image']['iou'] == scores['model']['image']['iou']
+    assert saved['scores']['refined']['image']['iou'] == scores['refined']['image']['iou']
 
 
 def test_eval_cli_bad_checkpoints(tmp_path, capsys):
@@ -71,7 +72,8 @@ def test_segment_cli(run, tmp_path, capsys):
     assert sorted(p.name for p in dst.iterdir()) == ['rgba.png', 'wide.png']
     assert Image.open(dst / 'wide.png').size == (70, 45) and Image.open(dst / 'rgba.png').size == (20, 64)
     assert set(np.unique(np.asarray(Image.open(dst / 'wide.png')))) <= {0, 255}
-    segment_cli([str(run[0] / 'best.pt'), str(src), str(dst), '--soft'])
+    segment_cli([str(run[0] / 'best.pt'), str(src), str(dst), '--soft', '--refine'])
+    assert Image.open(dst / 'wide.png').size == (70, 45)
     assert 'not a readable' in _fails(segment_cli, [str(src / 'broken.png'), str(src), str(dst)], capsys)
 
 
