@@ -7,6 +7,9 @@ next to the model's own average mask, the best centred disc and (Oxford-17, when
     python benchmarks/learns.py synthetic2 --minutes 10             # two objects per image, n = 3 regions
     python benchmarks/learns.py synthetic --set lr_f=1e-4 --name trial   # any TrainConfig field
 
+Every evaluation also scores F's masks refined on image edges (redo_nb.refine, not in the paper) and F's own average
+mask refined the same way; with two regions the best centred disc refined the same way is added to the baselines.
+
 Writes benchmarks/results/learns_<dataset>[_<name>].json and .png. Minutes are wall minutes of the training loop
 (evaluations included); run it on an otherwise idle machine.
 """
