@@ -127,7 +127,7 @@ def eval_cli(argv: list | None = None) -> dict:
     images, gt = data.batch(torch.arange(len(data)))
     with torch.no_grad():
         scores = evaluate(lambda x: segment(model, x), images, gt, batch_size=args.batch_size, n_gt=data.n_regions,
-                          refine=not args.no_refine)
+                          refine=not args.no_refine and dict(M_mean=model.mask_mean.cpu()))
     print(f'{args.checkpoint} on {name} ({args.split}, {len(data)} labelled images, {cfg.img_size} px):')
     print(format_scores(scores))
     if args.json:

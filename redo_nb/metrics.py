@@ -140,25 +140,27 @@ def _both_protocols(pred, gt, n_gt):
 
 @torch.no_grad()
 def evaluate(masks_fn, images, gt, batch_size=64, n_gt=2, refine=False):
-    "Score `masks_fn` (float images in [-1, 1] `(B, 3, H, W)` -> masks `(B, n, H, W)`) on `images` `(N, 3, H, W)` with labels `gt` `(N, H, W)`, per image and per data set, next to its average mask, the best centred disc and all-foreground; `refine` (True or `refine_masks` keyword arguments) adds the refined masks and the refined average mask."
+    "Score `masks_fn` (float images in [-1, 1] `(B, 3, H, W)` -> masks `(B, n, H, W)`) on `images` `(N, 3, H, W)` with labels `gt` `(N, H, W)`, per image and per data set, next to its average mask, the best centred disc and all-foreground; `refine` (True or `refine_masks` keyword arguments) adds the refined masks (a second pass of `masks_fn`, seeded with their average mask over all of `images` unless `refine` gives `M_mean`) and the refined average mask."
     if images.ndim != 4 or gt.ndim != 3 or images.shape[0] != gt.shape[0] or images.shape[2:] != gt.shape[1:]:
         raise ValueError(f"evaluate: images must be (N, C, H, W) and gt (N, H, W) with matching N, H, W, got {tuple(images.shape)} and {tuple(gt.shape)}")
     kw = refine if isinstance(refine, dict) else {}
     batches = lambda: ((s, _as_model_input(images[s:s + batch_size])) for s in range(0, len(images), batch_size))
-    labels, refined, mask_sum = [], [], 0.
+    labels, mask_sum = [], 0.
     for start, x in batches():
         M = masks_fn(x).float().cpu()
         if M.ndim != 4 or M.shape[2:] != gt.shape[1:]:
             raise ValueError(f"evaluate: masks_fn must return masks (B, n, {gt.shape[1]}, {gt.shape[2]}), got {tuple(M.shape)}")
         labels.append(masks_to_labels(M))
-        if refine: refined.append(masks_to_labels(refine_masks(M, x, **kw)))
         mask_sum = mask_sum + M.sum(0)
     labels, M_avg = torch.cat(labels), mask_sum / len(images)
     n = M_avg.shape[0]
     radius, _ = best_centred_disc(gt, n_gt=n_gt)
     extra = {}
-    if refine:  # the average mask refined the same way: what the refinement does from a position prior alone
-        avg = [masks_to_labels(refine_masks(M_avg.expand(len(x), -1, -1, -1), x, **kw)) for _, x in batches()]
+    if refine:  # F's masks again (keeping them all would cost N x n x H x W floats), now seeded with the average over the whole set
+        kw = {'M_mean': M_avg, **kw}
+        refined = [masks_to_labels(refine_masks(masks_fn(x).float().cpu(), x, **kw)) for _, x in batches()]
+        # the average mask refined the same way: what the refinement does from a position prior alone
+        avg = [masks_to_labels(refine_masks(M_avg.expand(len(x), -1, -1, -1), x, **{**kw, 'M_mean': M_avg})) for _, x in batches()]
         extra = dict(refined=_both_protocols(torch.cat(refined), gt, n_gt),
                      refined_average_mask=_both_protocols(torch.cat(avg), gt, n_gt))
     return dict(

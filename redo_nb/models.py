@@ -227,10 +227,17 @@ class ReDO(nn.Module):
         self.delta = ZEncoder(n, size_z, img_size, ch_d, trunk=self.D if delta == 'shared' else None)
         if init_gain is not None:
             for net in (self.F, self.G, self.D, self.delta): init_orthogonal(net, init_gain)
+        # F's average mask over training (uniform until trained): the seed of redo_nb.refine, saved with the weights
+        self.register_buffer('mask_mean', torch.full((n, img_size, img_size), 1 / n))
 
     def masks(self, I):
         "F(I): masks `(B, n, H, W)`."
         return self.F(I)
+
+    @torch.no_grad()
+    def track_mask_mean(self, batch_mean, momentum: float = 0.98):
+        "Move `mask_mean` towards `batch_mean` `(n, H, W)`, the mean of F's masks over a training batch: an exponential moving average."
+        self.mask_mean.lerp_(batch_mean.to(self.mask_mean), 1 - momentum)
 
     def generate(self, I, z=None, i=None, mode: str = 'single', generator=None) -> dict:
         "Redraw images `I` `(B, 3, H, W)`: `mode='single'` one region `i` `(B,)` per image with `z` `(B, size_z)`; `mode='all'` every region with `z` `(B, n, size_z)`. Missing `i`, `z` are sampled; `i` may be a CPU tensor (the returned `i` is on I's device)."

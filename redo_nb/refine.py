@@ -50,18 +50,23 @@ def _unit_image(I):
     return I.float() / 255 if I.dtype == torch.uint8 else (I.float() + 1) / 2
 
 @torch.no_grad()
-def refine_masks(M, I, gamma=1., prior=0.1, rounds=6, steps=5, levels=8):
-    "Masks `M` `(B, n, H, W)` refined on images `I` `(B, 3, H, W)` (uint8, or float in [-1, 1]): mean field on GrabCut's energy (colour histograms per region re-estimated each of `rounds`, `steps` updates each; edge weight `gamma`, weight `prior` on log M). Soft masks, summing to 1 over regions."
+def refine_masks(M, I, gamma=1., prior=0.1, rounds=6, steps=5, levels=8, M_mean=None, mean_weight=0.75):
+    "Masks `M` `(B, n, H, W)` refined on images `I` `(B, 3, H, W)` (uint8, or float in [-1, 1]): mean field on GrabCut's energy (colour histograms per region re-estimated each of `rounds`, `steps` updates each; edge weight `gamma`, weight `prior` on log S), started from the seed S = (1 - `mean_weight`) M + `mean_weight` `M_mean` (F's average mask `(n, H, W)` or `(1, n, H, W)`; default: M's mean over the batch). Soft masks, summing to 1 over regions."
     if M.ndim != 4 or I.ndim != 4 or I.shape[1] != 3 or M.shape[0] != I.shape[0] or M.shape[-2:] != I.shape[-2:]:
         raise ValueError(f"refine_masks: masks (B, n, H, W) and RGB images (B, 3, H, W) of the same B, H, W, got {tuple(M.shape)} and {tuple(I.shape)}")
     if gamma < 0 or prior < 0 or rounds < 1 or steps < 1 or levels < 2:
         raise ValueError(f"refine_masks: need gamma, prior >= 0, rounds, steps >= 1 and levels >= 2, got {gamma}, {prior}, {rounds}, {steps}, {levels}")
+    if not 0 <= mean_weight <= 1: raise ValueError(f"refine_masks: mean_weight must be in [0, 1], got {mean_weight}")
     M, I = M.float(), _unit_image(I)
-    w, bins, log_M = neighbour_weights(I), colour_bins(I, levels), M.clamp_min(1e-4).log()
-    absent = M.sum((2, 3), keepdim=True) < 1  # less than one pixel's worth of mask: an empty histogram would claim rare colours
-    Q = M
+    M_mean = M.mean(0) if M_mean is None else M_mean.to(M)
+    if M_mean.ndim == 4 and len(M_mean) == 1: M_mean = M_mean[0]
+    if M_mean.shape != M.shape[1:]: raise ValueError(f"refine_masks: M_mean must have shape {tuple(M.shape[1:])} (n, H, W), got {tuple(M_mean.shape)}")
+    S = (1 - mean_weight) * M + mean_weight * M_mean
+    w, bins, log_S = neighbour_weights(I), colour_bins(I, levels), S.clamp_min(1e-4).log()
+    absent = M.sum((2, 3), keepdim=True) < 1  # F gave it less than one pixel's worth of mask: an empty histogram would claim rare colours, and the average must not bring it back
+    Q = S
     for _ in range(rounds):
         log_p = colour_log_likelihood(Q, bins, levels)
         for _ in range(steps):
-            Q = torch.softmax((log_p + prior * log_M + gamma * neighbour_sum(Q, w)).masked_fill(absent, -math.inf), 1)
+            Q = torch.softmax((log_p + prior * log_S + gamma * neighbour_sum(Q, w)).masked_fill(absent, -math.inf), 1)
     return Q

@@ -392,6 +392,13 @@ def _fakes_for_D(out: dict) -> torch.Tensor:
     "The fakes D judges: the redrawn batch (single mode) or every region redrawn in turn, flattened (all mode)."
     return out['fake'] if out.get('each') is None else out['each'].flatten(0, 1)
 
+@torch.no_grad()
+def _track_mask_mean(self: Trainer, M):
+    "The model's running average of F's masks (`ReDO.mask_mean`), from this batch averaged over all processes."
+    m = M.detach().float().mean(0)
+    if self.world > 1: dist.all_reduce(m); m /= self.world  # the same average on every process
+    self.model.track_mask_mean(m)
+
 def generator_step(self: Trainer) -> dict:
     "One GeneratorUpdate of Algorithm 1: update F, the G_k and delta (not D). Returns detached logs."
     I = self._sample_images(); i, z = self._sample_noise()
@@ -403,8 +410,9 @@ def generator_step(self: Trainer) -> dict:
         if self.cfg.lambda_edge:  # not in the paper: boundaries drawn towards image edges (redo_nb.losses.edge_energy)
             edge = edge_energy(M, I).mean()
             loss, logs = loss + self.edge_weight() * edge, {**logs, 'edge': edge.detach()}
+        self._track_mask_mean(M)
         if self.cfg.lambda_self:  # not in the paper: F learns from its own masks refined on image edges (redo_nb.refine)
-            target = refine_masks(M.detach(), I)
+            target = refine_masks(M.detach(), I, M_mean=self.model.mask_mean)
             ce = -(target * M.float().clamp_min(1e-6).log()).sum(1).mean()
             loss, logs = loss + self.self_weight() * ce, {**logs, 'self': ce.detach()}
         scaler = self.scalers['G']
@@ -431,7 +439,7 @@ def self_weight(self: Trainer) -> float:
     "lambda_self after its warm-up `self_warmup` (as `edge_weight`)."
     return self.cfg.lambda_self * _warmed_up(self.iteration, self.cfg.self_warmup)
 
-Trainer._d_and_zhat, Trainer._g_forward_eager, Trainer.generator_step = _d_and_zhat, _g_forward_eager, generator_step
+Trainer._d_and_zhat, Trainer._g_forward_eager, Trainer._track_mask_mean, Trainer.generator_step = _d_and_zhat, _g_forward_eager, _track_mask_mean, generator_step
 Trainer.edge_weight, Trainer.self_weight = edge_weight, self_weight
 
 # %% ../nbs/05_train.ipynb #d7270665
@@ -542,7 +550,8 @@ def evaluate_model(self: Trainer, data=None) -> dict:
     data = data if data is not None else self.val_data
     if data is None: return {}
     images, gt = _val_tensors(self) if data is self.val_data else data.batch(torch.arange(len(data)))
-    return evaluate(self.masks_fn(), images, gt, n_gt=getattr(data, 'n_regions', self.cfg.n), refine=self.cfg.eval_refine)
+    refine = self.cfg.eval_refine and dict(M_mean=self.model.mask_mean.cpu())  # what segment(refine=True) gives users
+    return evaluate(self.masks_fn(), images, gt, n_gt=getattr(data, 'n_regions', self.cfg.n), refine=refine)
 
 Trainer._val_tensors, Trainer.masks_fn, Trainer._to_device, Trainer.evaluate_model = _val_tensors, masks_fn, _to_device, evaluate_model
 
@@ -596,7 +605,7 @@ def resume(self: Trainer, path):
     ck = load_checkpoint(path)
     self.restarts = ck['restarts']
     self._build()
-    self.model.load_state_dict(ck['model'])
+    self.model.load_state_dict({'mask_mean': self.model.mask_mean, **ck['model']})  # checkpoints older than mask_mean
     for k, o in self.opts.items():
         o.load_state_dict(ck['optimizers'][k])
         for grp in o.param_groups: grp.update(_adam_flags(self.cfg))  # this run's settings, not the saved run's
@@ -706,22 +715,27 @@ def load_model(path, device='cpu') -> ReDO:
     c = TrainConfig.from_dict(ck['config'])
     model = ReDO(n=c.n, img_size=c.img_size, size_z=c.size_z, ch_f=c.ch_f, ch_g=c.ch_g, ch_d=c.ch_d,
                  self_attention=c.self_attention, delta=c.delta, init_gain=c.init_gain, g_norm=c.g_norm)
-    model.load_state_dict(ck['model'])
+    model.load_state_dict({'mask_mean': model.mask_mean, **ck['model']})  # checkpoints older than mask_mean: uniform
     model.config = c
     return model.to(device).eval()
 
 def segment(model: ReDO, images: torch.Tensor, batch_size: int = 64, amp_dtype: torch.dtype | None = None,
             refine: bool | dict = False) -> torch.Tensor:
-    "Soft masks (B, n, H, W) of `images` (uint8 or float in [-1, 1], (B, 3, H, W)): F in eval mode under `torch.inference_mode`, channels-last; `amp_dtype` (e.g. `torch.bfloat16`) runs F under autocast; `refine` (True or `refine_masks` keyword arguments) refines them on image edges."
+    "Soft masks (B, n, H, W) of `images` (uint8 or float in [-1, 1], (B, 3, H, W)): F in eval mode under `torch.inference_mode`, channels-last; `amp_dtype` (e.g. `torch.bfloat16`) runs F under autocast; `refine` (True or `refine_masks` keyword arguments) refines them on image edges, seeded with F's average mask tracked in training (`ReDO.mask_mean`)."
     if images.ndim != 4 or images.shape[1] != 3: raise ValueError(f'images must be (B, 3, H, W), got {tuple(images.shape)}')
     was = model.training; model.eval()
     dev = next(model.parameters()).device
-    def masks(x):  # uint8 batches travel as uint8 (4x fewer bytes) and are scaled on the device
-        x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    chunks = lambda: (images[s:s + batch_size].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                      for s in range(0, len(images), batch_size))  # uint8 batches travel as uint8 (4x fewer bytes) and are scaled on the device
+    def masks(x):
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            M = model.masks(to_float_image(x) if x.dtype == torch.uint8 else x).float()
-        return (refine_masks(M, x, **(refine if isinstance(refine, dict) else {})) if refine else M).cpu()
+            return model.masks(to_float_image(x) if x.dtype == torch.uint8 else x).float().cpu()
     try:
-        with torch.inference_mode(): parts = [masks(images[s:s + batch_size]) for s in range(0, len(images), batch_size)]
+        with torch.inference_mode():
+            M = torch.cat([masks(x) for x in chunks()])
+            if refine:
+                kw = {'M_mean': model.mask_mean, **(refine if isinstance(refine, dict) else {})}
+                M = torch.cat([refine_masks(M[s:s + len(x)].to(dev), x, **kw).cpu()
+                               for s, x in zip(range(0, len(M), batch_size), chunks())])
     finally: model.train(was)
-    return torch.cat(parts)  # outside inference mode: an ordinary tensor the caller may modify
+    return M.clone()  # outside inference mode: an ordinary tensor the caller may modify

@@ -43,3 +43,16 @@ def test_refine_on_oxford17_photos_beats_the_disc_it_starts_from():
     raw = segmentation_scores(centred_disc(gt.shape, radius), gt, protocol='dataset')['iou']
     refined = _iou(refine_masks(M.contiguous(), images), gt)
     assert refined > raw + 0.1, (raw, refined)
+
+@pytest.mark.skipif(not (SHARED / 'oxford17_flowers').is_dir(), reason=f"Oxford-17 not found at {SHARED}")
+def test_the_average_mask_in_the_seed_corrects_misplaced_masks_on_oxford17_photos():
+    "Where F puts the object wrongly in some images, blending in the average mask (mean_weight) lets colour and edges win."
+    d = oxford17_flowers(SHARED / 'oxford17_flowers', size=64, cache=False).labelled_subset()
+    idx = torch.arange(0, len(d), max(1, len(d) // 120))
+    images, gt = d.images[idx], d.masks[idx].long()
+    radius, _ = best_centred_disc(gt)
+    disc = centred_disc(gt.shape[-2:], radius).float()
+    M = (torch.stack([disc, 1 - disc])[None] * 0.8 + 0.1).repeat(len(idx), 1, 1, 1)
+    M[1::3] = M[1::3].roll((16, 16), (-2, -1))  # a third of the images: the "object" pushed into a corner
+    alone, blend = (_iou(refine_masks(M, images, mean_weight=w), gt) for w in (0., 0.75))
+    assert blend > alone + 0.02, (alone, blend)
