@@ -51,7 +51,7 @@ def _unit_image(I):
 
 @torch.no_grad()
 def refine_masks(M, I, gamma=1., prior=0.1, rounds=6, steps=5, levels=8, M_mean=None, mean_weight=0.75):
-    "Masks `M` `(B, n, H, W)` refined on images `I` `(B, 3, H, W)` (uint8, or float in [-1, 1]): mean field on GrabCut's energy (colour histograms per region re-estimated each of `rounds`, `steps` updates each; edge weight `gamma`, weight `prior` on log S), started from the seed S = (1 - `mean_weight`) M + `mean_weight` `M_mean` (F's average mask `(n, H, W)` or `(1, n, H, W)`; default: M's mean over the batch). Soft masks, summing to 1 over regions."
+    "Masks `M` `(B, n, H, W)` refined on images `I` `(B, 3, H, W)` (uint8, or float in [-1, 1]): mean field on GrabCut's energy (colour histograms per region re-estimated each of `rounds`, `steps` updates each; edge weight `gamma`, weight `prior` on log S), started from the seed S = (1 - `mean_weight`) M + `mean_weight` `M_mean` (F's average mask `(n, h, w)` or `(1, n, h, w)`, resized to H, W; default: M's mean over the batch). Soft masks, summing to 1 over regions."
     if M.ndim != 4 or I.ndim != 4 or I.shape[1] != 3 or M.shape[0] != I.shape[0] or M.shape[-2:] != I.shape[-2:]:
         raise ValueError(f"refine_masks: masks (B, n, H, W) and RGB images (B, 3, H, W) of the same B, H, W, got {tuple(M.shape)} and {tuple(I.shape)}")
     if gamma < 0 or prior < 0 or rounds < 1 or steps < 1 or levels < 2:
@@ -60,6 +60,8 @@ def refine_masks(M, I, gamma=1., prior=0.1, rounds=6, steps=5, levels=8, M_mean=
     M, I = M.float(), _unit_image(I)
     M_mean = M.mean(0) if M_mean is None else M_mean.to(M)
     if M_mean.ndim == 4 and len(M_mean) == 1: M_mean = M_mean[0]
+    if M_mean.ndim == 3 and M_mean.shape[-2:] != M.shape[-2:]:  # an average kept at the training resolution
+        M_mean = nnf.interpolate(M_mean[None], size=M.shape[-2:], mode='bilinear', align_corners=False)[0]
     if M_mean.shape != M.shape[1:]: raise ValueError(f"refine_masks: M_mean must have shape {tuple(M.shape[1:])} (n, H, W), got {tuple(M_mean.shape)}")
     S = (1 - mean_weight) * M + mean_weight * M_mean
     w, bins, log_S = neighbour_weights(I), colour_bins(I, levels), S.clamp_min(1e-4).log()

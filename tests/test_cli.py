@@ -74,6 +74,8 @@ def test_segment_cli(run, tmp_path, capsys):
     assert set(np.unique(np.asarray(Image.open(dst / 'wide.png')))) <= {0, 255}
     segment_cli([str(run[0] / 'best.pt'), str(src), str(dst), '--soft', '--refine'])
     assert Image.open(dst / 'wide.png').size == (70, 45)
+    segment_cli([str(run[0] / 'best.pt'), str(src), str(dst), '--refine', '--size', '48'])  # mask_mean kept at the training size
+    assert Image.open(dst / 'rgba.png').size == (20, 64)
     assert 'not a readable' in _fails(segment_cli, [str(src / 'broken.png'), str(src), str(dst)], capsys)
 
 
