@@ -171,6 +171,9 @@ def segment_cli(argv: list | None = None) -> int:
     p.add_argument('--refine', action='store_true', help="refine F's masks on image edges (redo_nb.refine; not in the paper)")
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--device', default='auto')
+    p.add_argument('--amp', default='auto', choices=['auto', 'bf16', 'fp16', 'off'],
+                   help="autocast precision of F ('auto': bf16 on CUDA and on CPUs with native bf16, else full precision)")
+    p.add_argument('--compile', action='store_true', help='run F through torch.compile: faster per image, 20-60 s to build (large folders)')
     args = p.parse_args(argv)
     _checkpoint_arg(p, args.checkpoint)
     src, dst = Path(args.input_dir), Path(args.output_dir)
@@ -181,7 +184,8 @@ def segment_cli(argv: list | None = None) -> int:
     images, paths, sizes, bad = _read_images(src, size)
     for f, e in bad: print(f'warning: skipping unreadable file {f}: {type(e).__name__}: {e}', file=sys.stderr)
     if not images: p.error(f'no readable image in {src} ({len(bad)} unreadable)')
-    M = torch.cat([segment(model, torch.stack(images[s:s + args.batch_size]), args.batch_size, refine=args.refine)
+    M = torch.cat([segment(model, torch.stack(images[s:s + args.batch_size]), args.batch_size, amp=args.amp,
+                           refine=args.refine, compile=args.compile)
                    for s in range(0, len(images), args.batch_size)])
     fg = int(border_mass(M).argmin()) if args.foreground == 'auto' else int(args.foreground)
     if not 0 <= fg < n: p.error(f'--foreground {fg}: the model has regions 0..{n - 1}')

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as nnf
 from .generative import logits_to_masks
 from .redraw import sample_regions, redraw, redraw_each, redraw_all
-from .layers import sn, has_spectral_norm, ConditionalNorm, SelfAttention, PyramidPooling, init_orthogonal
+from .layers import sn, has_spectral_norm, InstanceNorm2d, UpConv2d, ConditionalNorm, SelfAttention, PyramidPooling, init_orthogonal
 from .layers import ResBlockUp, ResBlockDown, ResBlock, MaskResBlock
 
 # %% ../nbs/04_models.ipynb #012f3235
@@ -34,12 +34,13 @@ def n_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 # %% ../nbs/04_models.ipynb #db97f186
-def _conv_in_relu(in_ch: int, out_ch: int, k: int, stride: int = 1, reflect: bool = False) -> nn.Sequential:
-    "k x k conv (no bias: a norm follows), affine instance norm, ReLU; reflection or zero padding k//2."
+def _conv_in_relu(in_ch: int, out_ch: int, k: int, stride: int = 1, reflect: bool = False, up: bool = False) -> nn.Sequential:
+    "k x k conv (no bias: a norm follows), affine instance norm, ReLU; reflection or zero padding k//2. `up`: a 3x3 conv of the input upsampled 2x (`UpConv2d`)."
     pad = k // 2
-    conv = ([nn.ReflectionPad2d(pad), nn.Conv2d(in_ch, out_ch, k, stride, bias=False)] if reflect
-            else [nn.Conv2d(in_ch, out_ch, k, stride, pad, bias=False)])
-    return nn.Sequential(*conv, nn.InstanceNorm2d(out_ch, affine=True), nn.ReLU())
+    if up: conv = [UpConv2d(in_ch, out_ch, bias=False)]
+    elif reflect: conv = [nn.ReflectionPad2d(pad), nn.Conv2d(in_ch, out_ch, k, stride, bias=False)]
+    else: conv = [nn.Conv2d(in_ch, out_ch, k, stride, pad, bias=False)]
+    return nn.Sequential(*conv, InstanceNorm2d(out_ch, affine=True), nn.ReLU())
 
 class MaskNet(nn.Module):
     "F: images `(B, 3, H, W)` -> masks `M` `(B, n, H, W)` (paper Table 2). `ch` = width of the first conv (16 in the paper)."
@@ -47,20 +48,18 @@ class MaskNet(nn.Module):
         super().__init__()
         if n < 2: raise ValueError(f"MaskNet: n (number of regions) must be >= 2, got {n}")
         if img_size % 4: raise ValueError(f"MaskNet: img_size must be divisible by 4, got {img_size}")
-        self.n, self.img_size = n, img_size
+        self.n, self.img_size, self.n_res = n, img_size, n_res
         ppm = PyramidPooling(4 * ch, bins)
         c = ppm.out_channels
-        # one entry per row of Table 2
+        # one entry per row of Table 2, "upsample" and the conv after it together
         self.layers = nn.Sequential(
             _conv_in_relu(3, ch, 7, reflect=True),
             _conv_in_relu(ch, 2 * ch, 3, stride=2),
             _conv_in_relu(2 * ch, 4 * ch, 3, stride=2),
             *[MaskResBlock(4 * ch) for _ in range(n_res)],
             ppm,
-            nn.Upsample(scale_factor=2, mode='nearest'),
-            _conv_in_relu(c, c // 2, 3),
-            nn.Upsample(scale_factor=2, mode='nearest'),
-            _conv_in_relu(c // 2, c // 4, 3),
+            _conv_in_relu(c, c // 2, 3, up=True),
+            _conv_in_relu(c // 2, c // 4, 3, up=True),
             nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c // 4, 1 if n == 2 else n, 7)))
 
     def forward(self, I, return_logits: bool = False):
@@ -71,6 +70,15 @@ class MaskNet(nn.Module):
         logits = self.layers(I)
         M = logits_to_masks(logits)
         return (M, logits) if return_logits else M
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before UpConv2d had an nn.Upsample entry (no parameters) before each up-convolution
+        p, at = 3 + self.n_res, f'{prefix}layers.'  # p: index of the pyramid pooling
+        if f'{at}{p + 5}.1.weight' in state_dict:
+            for old, new in ((p + 2, p + 1), (p + 4, p + 2), (p + 5, p + 3)):
+                for k in [k for k in state_dict if k.startswith(f'{at}{old}.')]:
+                    state_dict[f'{at}{new}.{k[len(f"{at}{old}."):]}'] = state_dict.pop(k)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 # %% ../nbs/04_models.ipynb #ef6f0334
 class RegionGenerator(nn.Module):

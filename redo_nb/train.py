@@ -13,6 +13,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 from .losses import lambda_z, generator_objective, discriminator_objective, edge_energy
 from .models import ReDO
+from .generative import logits_to_masks
+from .layers import use_fast_layers
 from .metrics import evaluate, format_scores
 from .refine import refine_masks
 from .data import get_dataset, to_float_image
@@ -160,7 +162,9 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == 'auto':
         if device.type == 'cuda': amp = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
         else: amp = 'bf16' if device.type == 'cpu' and cpu_has_native_bf16() else 'off'
-    return {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
+    dtypes = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+    if amp not in dtypes: raise ValueError(f"amp must be one of 'auto', 'bf16', 'fp16', 'off', got {amp!r}")
+    return dtypes[amp]
 
 # %% ../nbs/05_train.ipynb #e30b5a8e
 def _init_distributed(device: torch.device) -> tuple[int, int]:
@@ -308,6 +312,7 @@ def _build(self: Trainer):
     self.model = ReDO(n=cfg.n, img_size=cfg.img_size, size_z=cfg.size_z, ch_f=cfg.ch_f, ch_g=cfg.ch_g,
                       ch_d=cfg.ch_d, self_attention=cfg.self_attention, delta=cfg.delta,
                       init_gain=cfg.init_gain, g_norm=cfg.g_norm).to(dev)
+    use_fast_layers(self.model, cfg.fast)  # fast=False: PyTorch's instance_norm and upsample-then-conv (same numbers)
     if self.channels_last: self.model.to(memory_format=torch.channels_last)
     if self.world > 1:  # identical seeds already give identical weights; broadcasting makes sure
         for t in list(self.model.parameters()) + list(self.model.buffers()): dist.broadcast(t.data, 0)
@@ -326,16 +331,16 @@ def _build(self: Trainer):
 
 Trainer._build = _build
 
-def _maybe_compile(fn, enabled: bool):
-    "`torch.compile(fn)` that falls back to `fn` (with a warning) if compilation fails on the first call."
+def _maybe_compile(fn, enabled: bool, **options):
+    "`torch.compile(fn, **options)` that falls back to `fn` (with a warning) if compilation fails on the first call."
     if not enabled: return fn
-    compiled, state = torch.compile(fn), {'ok': None}
+    compiled, state = torch.compile(fn, **options), {'ok': None}
     def call(*args, **kwargs):
         if state['ok'] is False: return fn(*args, **kwargs)
         try: out = compiled(*args, **kwargs)
         except Exception as e:
             if state['ok']: raise
-            warnings.warn(f'torch.compile failed, training without it: {type(e).__name__}: {e}')
+            warnings.warn(f'torch.compile failed, running without it: {type(e).__name__}: {e}')
             state['ok'] = False
             return fn(*args, **kwargs)
         state['ok'] = True
@@ -719,17 +724,30 @@ def load_model(path, device='cpu') -> ReDO:
     model.config = c
     return model.to(device).eval()
 
-def segment(model: ReDO, images: torch.Tensor, batch_size: int = 64, amp_dtype: torch.dtype | None = None,
-            refine: bool | dict = False) -> torch.Tensor:
-    "Soft masks (B, n, H, W) of `images` (uint8 or float in [-1, 1], (B, 3, H, W)): F in eval mode under `torch.inference_mode`, channels-last; `amp_dtype` (e.g. `torch.bfloat16`) runs F under autocast; `refine` (True or `refine_masks` keyword arguments) refines them on image edges, seeded with F's average mask tracked in training (`ReDO.mask_mean`)."
+_last_compiled = {}  # the latest mask network segment(compile=True) saw, and its compiled forward: one kept at a time
+
+def _compiled(F):
+    "F through `torch.compile` (static shapes), built on first use and reused while F is the latest one compiled; eager (with a warning) if compilation fails."
+    if _last_compiled.get('F') is not F: _last_compiled.update(F=F, fn=_maybe_compile(F, True, dynamic=False))
+    return _last_compiled['fn']
+
+def segment(model: ReDO, images: torch.Tensor, batch_size: int = 64, amp: str = 'auto', refine: bool | dict = False,
+            compile: bool = False) -> torch.Tensor:
+    "Soft masks (B, n, H, W) of `images` (uint8 or float in [-1, 1], (B, 3, H, W)): F in eval mode under `torch.inference_mode`, channels-last, under autocast to `amp` (as `TrainConfig.amp`: 'auto' is bf16 on CUDA and on CPUs with native bf16); `compile` runs F through `torch.compile` (built on the first call, reused after; the last batch is padded to `batch_size`); `refine` (True or `refine_masks` keyword arguments) refines them on image edges, seeded with F's average mask tracked in training (`ReDO.mask_mean`)."
     if images.ndim != 4 or images.shape[1] != 3: raise ValueError(f'images must be (B, 3, H, W), got {tuple(images.shape)}')
     was = model.training; model.eval()
     dev = next(model.parameters()).device
+    dtype = resolve_amp(amp, dev)
+    F = _compiled(model.F) if compile else model.F
     chunks = lambda: (images[s:s + batch_size].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
                       for s in range(0, len(images), batch_size))  # uint8 batches travel as uint8 (4x fewer bytes) and are scaled on the device
     def masks(x):
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            return model.masks(to_float_image(x) if x.dtype == torch.uint8 else x).float().cpu()
+        b = len(x)
+        if compile and b < batch_size:  # one batch shape, one compiled graph (F treats every image on its own)
+            x = torch.cat([x, x[-1:].expand(batch_size - b, -1, -1, -1)]).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            logits = F(to_float_image(x) if x.dtype == torch.uint8 else x, return_logits=True)[1]
+        return logits_to_masks(logits[:b].float()).cpu()  # in fp32: masks that sum to one
     try:
         with torch.inference_mode():
             M = torch.cat([masks(x) for x in chunks()])
