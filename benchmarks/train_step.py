@@ -1,8 +1,15 @@
 """Seconds per ReDO training iteration (one generator + one discriminator update) and masks per second at
 inference, the package's fast settings (`TrainConfig.fast=True`) against its plain baseline (`fast=False`:
-fp32, eager, contiguous, for-loop Adam), measured side by side in ONE process. On a CPU `fast` is timed in
-fp32 (`amp='off'`) and a third configuration, `fast_bf16` (`amp='bf16'`: bf16 autocast, what `amp='auto'` picks
-on CPUs with native bf16), is timed with them; on a GPU `fast` uses `amp='auto'` (bf16 or fp16).
+fp32, eager, contiguous, for-loop Adam, PyTorch's instance norm and upsample-then-convolve), measured side by
+side in ONE process. On a CPU `fast` is timed in fp32 (`amp='off'`) and a third configuration, `fast_bf16`
+(`amp='bf16'`: bf16 autocast, what `amp='auto'` picks on CPUs with native bf16), is timed with them; on a GPU
+`fast` uses `amp='auto'` (bf16 or fp16). `--compile` adds a fourth, `compiled` (fast, `amp='auto'`, torch.compile).
+
+Every case also reports its arithmetic (GFLOP per call, counted by torch.utils.flop_counter on the plain
+configuration) and the GFLOP/s each configuration reaches, next to what this machine's convolutions reach at
+best (`peak`: a 3x3, 64-channel convolution forward, fp32 and bf16) — the floor no implementation of these networks
+gets under. The `segment_cli` case times the `redo_segment` command itself, in a fresh process per run, on a
+folder of JPEG photos (decoding, resizing and PNG writing included; with `--compile`, its compilation too).
 
 The trainers are timed in interleaved rounds (A B C, then C B A, ...), so a load spike on a shared machine
 hits all of them; the reported speed-up is the median of the per-round ratios. Peak memory is measured in a short
@@ -11,13 +18,18 @@ child process per configuration (peak RSS on the CPU), or with `torch.cuda.max_m
     python benchmarks/train_step.py                       # every case, all cores, JSON in benchmarks/results/
     python benchmarks/train_step.py --cases cpu64 infer --threads 1 --rounds 7
     python benchmarks/train_step.py --device cuda --cases paper25 --compile
+    python benchmarks/train_step.py --cases infer segment_cli --compile
 """
 from __future__ import annotations
-import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
+import argparse, copy, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
+from redo_nb.layers import use_fast_layers
 from redo_nb.train import Trainer, get_config, segment
 
 ROOT = Path(__file__).resolve().parent
@@ -28,24 +40,48 @@ CASES = {
     'cpu': ('cpu', dict()),                             # the cpu preset as it is (32 px, batch 16)
     'cpu64': ('cpu', dict(img_size=64, batch_size=32)),  # the cpu preset's networks at 64 px, batch 32
 }
-INFER = 'infer'  # F only, masks per second on a batch of 128 px images (redo_segment)
+INFER = 'infer'  # F only, masks per second on a batch of 128 px images (what redo_segment runs)
+CLI = 'segment_cli'  # the redo_segment command on a folder of photos, end to end
 
 
 # configuration name: TrainConfig fields
-CONFIGS = {'plain': dict(fast=False), 'fast': dict(fast=True), 'fast_bf16': dict(fast=True, amp='bf16')}
+CONFIGS = {'plain': dict(fast=False), 'fast': dict(fast=True), 'fast_bf16': dict(fast=True, amp='bf16'),
+           'compiled': dict(fast=True, compile=True)}
 
 
-def configs(device: str) -> list:
-    "The configurations to compare: fast_bf16 only on a CPU (on a GPU `fast` already uses bf16 or fp16)."
-    return ['plain', 'fast'] + (['fast_bf16'] if device == 'cpu' else [])
+def configs(device: str, compile_: bool = False) -> list:
+    "The configurations to compare: fast_bf16 only on a CPU (on a GPU `fast` already uses bf16 or fp16), compiled with `--compile`."
+    return ['plain', 'fast'] + (['fast_bf16'] if device == 'cpu' else []) + (['compiled'] if compile_ else [])
 
 
-def make_trainer(case: str, config: str, device: str, out_dir: str, compile_: bool = False) -> Trainer:
+def make_trainer(case: str, config: str, device: str, out_dir: str) -> Trainer:
     preset, over = CASES[case]
     fields = {**CONFIGS[config], **({'amp': 'off'} if config == 'fast' and device == 'cpu' else {})}
-    cfg = get_config(preset, **over, **fields, compile=compile_ and fields['fast'], device=device, val_split=None,
+    cfg = get_config(preset, **over, **fields, device=device, val_split=None,
                      out_dir=out_dir, name=f'{case}-{config}', progress=False, data_kwargs={'n_images': 64})
     return Trainer(cfg)
+
+
+def gflop(fn) -> float:
+    "GFLOP of one call of `fn` (convolutions and matrix products, forward and backward, as torch.utils.flop_counter counts them)."
+    with FlopCounterMode(display=False) as counter: fn()
+    return counter.get_total_flops() / 1e9
+
+
+def conv_peak(device: str) -> dict:
+    "GFLOP/s of a 3x3 conv, 64 -> 64 channels, batch 32 at 32x32 px, channels-last, forward: about the best these networks' convolutions reach here."
+    dev = torch.device(device)
+    out = {}
+    for name, dtype in (('fp32', torch.float32), ('bf16', torch.bfloat16 if device == 'cpu' else torch.float16)):
+        x = torch.randn(32, 64, 32, 32, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(dev, dtype).to(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            for _ in range(3): conv(x)
+            _sync(dev); t0 = time.perf_counter()
+            for _ in range(10): conv(x)
+            _sync(dev); dt = (time.perf_counter() - t0) / 10
+        out[f'{name}_gflop_per_s'] = 2 * 32 * 64 * 64 * 9 * 32 * 32 / dt / 1e9
+    return out
 
 
 def _sync(dev):
@@ -73,20 +109,21 @@ def interleaved(fns: dict, rounds: int, warmup: int) -> dict:
     return times
 
 
-def summarise(times: dict, per_call: int, unit: str) -> dict:
-    "Median seconds, items per second and the speed-up over 'plain' (median of the per-round ratios) of each configuration."
+def summarise(times: dict, per_call: int, unit: str, gflop_per_call: float) -> dict:
+    "Median seconds, items per second, GFLOP/s and the speed-up over 'plain' (median of the per-round ratios) of each configuration."
     return {k: dict(median_s=statistics.median(v), min_s=min(v), times_s=[round(x, 4) for x in v],
-                    **{unit: per_call / statistics.median(v)},
+                    **{unit: per_call / statistics.median(v)}, gflop_per_s=gflop_per_call / statistics.median(v),
                     speedup=statistics.median(a / b for a, b in zip(times['plain'], v))) for k, v in times.items()}
 
 
 def train_case(case, args) -> dict:
     dev = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        ts = {k: make_trainer(case, k, args.device, tmp, args.compile) for k in configs(args.device)}
+        ts = {k: make_trainer(case, k, args.device, tmp) for k in configs(args.device, args.compile)}
         B = ts['plain'].cfg.batch_size
+        g = gflop(lambda: iteration(ts['plain']))
         rounds = args.rounds if case != 'paper25' or dev.type == 'cuda' else min(args.rounds, 2)
-        warmup = args.warmup + (2 if args.compile else 0)
+        warmup = args.warmup + (2 if args.compile else 0)  # compilation happens in the first calls
         if dev.type == 'cuda':
             peaks = {}
             def timed(k):
@@ -94,15 +131,16 @@ def train_case(case, args) -> dict:
                     torch.cuda.reset_peak_memory_stats(dev); dt = iteration(ts[k])
                     peaks[k] = max(peaks.get(k, 0), torch.cuda.max_memory_allocated(dev)); return dt
                 return f
-            res = summarise(interleaved({k: timed(k) for k in ts}, rounds, warmup), B, 'images_per_s')
+            res = summarise(interleaved({k: timed(k) for k in ts}, rounds, warmup), B, 'images_per_s', g)
             for k in ts: res[k]['peak_mem_mb'] = peaks[k] / 2 ** 20
         else:
-            res = summarise(interleaved({k: (lambda t=t: iteration(t)) for k, t in ts.items()}, rounds, warmup), B, 'images_per_s')
+            res = summarise(interleaved({k: (lambda t=t: iteration(t)) for k, t in ts.items()}, rounds, warmup), B, 'images_per_s', g)
             if args.memory:
-                for k in ts: res[k].update(memory_probe(case, k, args))
+                for k in ts:
+                    if k != 'compiled': res[k].update(memory_probe(case, k, args))  # a child would compile again
         cfg = ts['plain'].cfg
     return dict(case=case, kind='train', preset=CASES[case][0], img_size=cfg.img_size, batch_size=B,
-                rounds=rounds, warmup=warmup, **res)
+                rounds=rounds, warmup=warmup, gflop_per_call=g, **res)
 
 
 def _peak_rss_mb() -> float:
@@ -127,24 +165,66 @@ def memory_probe(case, config, args) -> dict:
 
 
 def infer_case(args) -> dict:
-    "Masks per second of F on a batch of 128 px uint8 images: `segment` (fast, and fast_bf16 on a CPU) against F under no_grad in fp32 (plain)."
+    "Masks per second of F on a batch of 128 px uint8 images: `segment` (fast; fast_bf16 on a CPU; compiled with `--compile`) against F with plain layers under no_grad in fp32 (plain)."
     with tempfile.TemporaryDirectory() as tmp:
         model = make_trainer('paper4', 'fast', args.device, tmp).model.eval()
     dev, B = next(model.parameters()).device, args.infer_batch
+    plain_F = use_fast_layers(copy.deepcopy(model.F), False)
     images = torch.randint(0, 256, (B, 3, 128, 128), dtype=torch.uint8)
     def plain():
-        with torch.no_grad(): return model.F(images.to(dev).float() / 127.5 - 1).cpu()
-    variants = dict(plain=plain, fast=lambda: segment(model, images, batch_size=B),
-                    fast_bf16=lambda: segment(model, images, batch_size=B, amp_dtype=torch.bfloat16))
-    variants = {k: variants[k] for k in configs(args.device)}
+        with torch.no_grad(): return plain_F(images.to(dev).float() / 127.5 - 1).cpu()
+    variants = dict(plain=plain, fast=lambda: segment(model, images, batch_size=B, amp='auto' if dev.type == 'cuda' else 'off'),
+                    fast_bf16=lambda: segment(model, images, batch_size=B, amp='bf16'),
+                    compiled=lambda: segment(model, images, batch_size=B, compile=True))
+    variants = {k: variants[k] for k in configs(args.device, args.compile)}
     def timed(f):
         def g():
             _sync(dev); t0 = time.perf_counter(); f(); return time.perf_counter() - t0
         return g
-    res = summarise(interleaved({k: timed(f) for k, f in variants.items()}, args.rounds, args.warmup), B, 'masks_per_s')
+    first_call_s = timed(variants['compiled'])() if args.compile else None  # compilation included
+    g = gflop(plain)
+    res = summarise(interleaved({k: timed(f) for k, f in variants.items()}, args.rounds, args.warmup), B, 'masks_per_s', g)
     ref = plain()
     for k, f in variants.items(): res[k]['max_abs_mask_diff'] = (f() - ref).abs().max().item()
-    return dict(case=INFER, kind='inference', img_size=128, batch_size=B, rounds=args.rounds, **res)
+    if first_call_s: res['compiled']['first_call_s'] = first_call_s
+    return dict(case=INFER, kind='inference', img_size=128, batch_size=B, rounds=args.rounds, gflop_per_call=g, **res)
+
+
+def write_photos(folder: Path, count: int, size=(500, 375), seed: int = 0):
+    "`count` JPEG photos of `size` (Oxford-17's typical size): smooth random colour fields with a bright disc."
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size[1], :size[0]]
+    for k in range(count):
+        low = rng.integers(0, 256, (4, 4, 3)).astype(np.uint8)
+        img = np.asarray(Image.fromarray(low).resize(size, Image.Resampling.BICUBIC)).copy()
+        cx, cy, r = rng.uniform(0.3, 0.7) * size[0], rng.uniform(0.3, 0.7) * size[1], rng.uniform(0.15, 0.3) * size[1]
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2] = rng.integers(150, 256, 3)
+        Image.fromarray(img).save(folder/f'{k:05d}.jpg', quality=90)
+
+
+def cli_case(args) -> dict:
+    "Wall seconds and masks per second of `redo_segment` (a fresh process per run) on a folder of JPEG photos at 128 px: default flags, and `--compile` with `--compile`."
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t = make_trainer('paper4', 'fast', args.device, str(tmp))
+        t.save_checkpoint('model.pt')
+        ckpt = next(tmp.rglob('model.pt'))
+        (tmp/'photos').mkdir(); write_photos(tmp/'photos', args.cli_images)
+        flags = {'default': [], **({'compiled': ['--compile']} if args.compile else {})}
+        res = {}
+        for name, extra in flags.items():
+            times = []
+            for r in range(2):
+                out = tmp/f'masks-{name}-{r}'
+                code = (f"import torch; torch.set_num_threads({args.threads}); from redo_nb.cli import segment_cli; "
+                        f"segment_cli({[str(ckpt), str(tmp/'photos'), str(out), '--device', args.device] + extra!r})")
+                t0 = time.perf_counter()
+                p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+                times.append(time.perf_counter() - t0)
+                if p.returncode: raise RuntimeError(p.stderr[-2000:])
+            res[name] = dict(median_s=statistics.median(times), times_s=[round(x, 2) for x in times],
+                             masks_per_s=args.cli_images / statistics.median(times))
+    return dict(case=CLI, kind='command', img_size=128, images=args.cli_images, **res)
 
 
 def profile_case(case, args, top=15) -> str:
@@ -162,13 +242,14 @@ def profile_case(case, args, top=15) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--cases', nargs='+', default=['paper4', 'cpu', 'cpu64', INFER], choices=[*CASES, INFER])
+    p.add_argument('--cases', nargs='+', default=['paper4', 'cpu', 'cpu64', INFER, CLI], choices=[*CASES, INFER, CLI])
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--threads', type=int, default=os.cpu_count(), help='torch.set_num_threads (default: all cores)')
     p.add_argument('--rounds', type=int, default=5, help='timed iterations per configuration (median)')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--infer-batch', type=int, default=64)
-    p.add_argument('--compile', action='store_true', help='torch.compile the fast trainer')
+    p.add_argument('--cli-images', type=int, default=1000, help='photos in the segment_cli folder')
+    p.add_argument('--compile', action='store_true', help='also time a compiled configuration (torch.compile)')
     p.add_argument('--no-memory', dest='memory', action='store_false', help='skip the peak-RSS child processes (CPU)')
     p.add_argument('--profile', default=None, choices=list(CASES), help='also print a torch.profiler table of this case')
     p.add_argument('--out', default=str(ROOT/'results'/'train_step.json'))
@@ -177,9 +258,11 @@ def main(argv=None):
     machine = dict(device=args.device, cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                    threads=args.threads, torch=torch.__version__,
                    gpu=torch.cuda.get_device_name() if args.device.startswith('cuda') else None)
+    machine['conv_peak'] = conv_peak(args.device)
+    print('conv peak: ' + ', '.join(f'{k} {v:.0f}' for k, v in machine['conv_peak'].items()), flush=True)
     results, load = [], [os.getloadavg()]
     for case in args.cases:
-        r = infer_case(args) if case == INFER else train_case(case, args)
+        r = infer_case(args) if case == INFER else cli_case(args) if case == CLI else train_case(case, args)
         load.append(os.getloadavg()); r['loadavg_after'] = load[-1]
         results.append(r)
         print(row(r), flush=True)
@@ -194,14 +277,18 @@ def main(argv=None):
 
 
 def row(r: dict) -> str:
-    "One line of the table: seconds per call, speed-up over plain and peak memory of each configuration."
+    "One line of the table: seconds per call, speed-up over plain, GFLOP/s and peak memory of each configuration."
+    if r['kind'] == 'command':
+        return ' | '.join([f"{r['case']:11} {r['img_size']:4} {r['images']:5} photos"] +
+                          [f"{k}: {c['median_s']:.1f}s {c['masks_per_s']:.1f} masks/s" for k, c in r.items() if isinstance(c, dict)])
     rate = 'masks_per_s' if r['kind'] == 'inference' else 'images_per_s'
-    cells = [f"{r['case']:8} {r['img_size']:4} {r['batch_size']:5}"]
+    cells = [f"{r['case']:8} {r['img_size']:4} {r['batch_size']:5} {r['gflop_per_call']:7.1f} GFLOP"]
     for k in CONFIGS:
         if k in r:
             c = r[k]
             mem = f" {c['peak_mem_mb']:6.0f}MiB" if 'peak_mem_mb' in c else ''
-            cells.append(f"{k}: {c['median_s']:.3f}s x{c['speedup']:.2f} {c[rate]:.1f}/s{mem}")
+            first = f" (first call {c['first_call_s']:.0f}s)" if 'first_call_s' in c else ''
+            cells.append(f"{k}: {c['median_s']:.3f}s x{c['speedup']:.2f} {c[rate]:.1f}/s {c['gflop_per_s']:.0f} GFLOP/s{mem}{first}")
     return ' | '.join(cells)
 
 

@@ -190,11 +190,12 @@ def segment_cli(argv: list | None = None) -> int:
     fg = int(border_mass(M).argmin()) if args.foreground == 'auto' else int(args.foreground)
     if not 0 <= fg < n: p.error(f'--foreground {fg}: the model has regions 0..{n - 1}')
     dst.mkdir(parents=True, exist_ok=True)
-    for m, path, (w, h) in zip(M, paths, sizes):
-        if args.soft: out, resample = m[fg], Image.Resampling.BILINEAR
-        elif n == 2: out, resample = (m.argmax(0) == fg).float(), Image.Resampling.NEAREST
-        else: out, resample = m.argmax(0).float() / (n - 1), Image.Resampling.NEAREST
-        png = Image.fromarray((out * 255).round().byte().numpy(), 'L').resize((w, h), resample)
-        png.save(dst/f'{path.stem}.png')
+    if args.soft: maps = M[:, fg]
+    elif n == 2: maps = (M.argmax(1) == fg).float()
+    else: maps = M.argmax(1).float() / (n - 1)
+    resample = Image.Resampling.BILINEAR if args.soft else Image.Resampling.NEAREST
+    for pixels, path, (w, h) in zip((maps * 255).round().byte().numpy(), paths, sizes):
+        png = Image.fromarray(pixels, 'L').resize((w, h), resample)
+        png.save(dst/f'{path.stem}.png', compress_level=1)  # fast zlib level: masks compress well anyway
     print(f'wrote {len(paths)} mask(s) to {dst} (foreground region {fg}); skipped {len(bad)} unreadable file(s)')
     return 0

@@ -718,8 +718,8 @@ def load_model(path, device='cpu') -> ReDO:
     "The ReDO model stored in checkpoint `path`, rebuilt from its config, in eval mode."
     ck = load_checkpoint(path)
     c = TrainConfig.from_dict(ck['config'])
-    model = ReDO(n=c.n, img_size=c.img_size, size_z=c.size_z, ch_f=c.ch_f, ch_g=c.ch_g, ch_d=c.ch_d,
-                 self_attention=c.self_attention, delta=c.delta, init_gain=c.init_gain, g_norm=c.g_norm)
+    model = ReDO(n=c.n, img_size=c.img_size, size_z=c.size_z, ch_f=c.ch_f, ch_g=c.ch_g, ch_d=c.ch_d,  # no init: the
+                 self_attention=c.self_attention, delta=c.delta, init_gain=None, g_norm=c.g_norm)  # weights are loaded
     model.load_state_dict({'mask_mean': model.mask_mean, **ck['model']})  # checkpoints older than mask_mean: uniform
     model.config = c
     return model.to(device).eval()
