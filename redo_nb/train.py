@@ -332,19 +332,16 @@ def _build(self: Trainer):
 Trainer._build = _build
 
 def _maybe_compile(fn, enabled: bool, **options):
-    "`torch.compile(fn, **options)` that falls back to `fn` (with a warning) if compilation fails on the first call."
+    "`torch.compile(fn, **options)` that falls back to `fn` for good (with a warning) the first time a call fails, also on a later recompilation; an error of `fn` itself is raised again by the eager call."
     if not enabled: return fn
-    compiled, state = torch.compile(fn, **options), {'ok': None}
+    compiled, failed = torch.compile(fn, **options), []
     def call(*args, **kwargs):
-        if state['ok'] is False: return fn(*args, **kwargs)
-        try: out = compiled(*args, **kwargs)
-        except Exception as e:
-            if state['ok']: raise
+        if failed: return fn(*args, **kwargs)
+        try: return compiled(*args, **kwargs)
+        except Exception as e:  # compilation fails before anything runs, so running fn now repeats no side effect
             warnings.warn(f'torch.compile failed, running without it: {type(e).__name__}: {e}')
-            state['ok'] = False
+            failed.append(e)
             return fn(*args, **kwargs)
-        state['ok'] = True
-        return out
     return call
 
 # %% ../nbs/05_train.ipynb #a9f6a9f0
