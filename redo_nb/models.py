@@ -121,7 +121,6 @@ class RegionGenerators(nn.Module):
         self.n, self.size_z = n, size_z
         self.generators = nn.ModuleList(RegionGenerator(size_z, ch, img_size, self_attention, norm) for _ in range(n))
 
-    @torch.compiler.disable  # the sub-batch sizes follow the sampled regions: a compiled graph would recompile every step
     def forward(self, M, z, i=None):
         "`M` `(B, n, H, W)`. With `i` `(B,)` (on any device; on the CPU it costs no GPU sync): `z` `(B, size_z)` -> `V_i` `(B, 3, H, W)`. Without: `z` `(B, n, size_z)` -> `V` `(B, n, 3, H, W)`."
         B = M.shape[0]

@@ -326,8 +326,11 @@ def _build(self: Trainer):
     fp16 = self.amp_dtype == torch.float16
     self.scalers = {k: torch.amp.GradScaler(dev.type, enabled=fp16) for k in ('G', 'D')}
     self.gen = torch.Generator().manual_seed(_seed_for(cfg.seed, self.restarts, self.rank))
-    self._g_forward = _maybe_compile(self._g_forward_eager, cfg.compile and cfg.fast)
-    self._d_forward = _maybe_compile(self._d_forward_eager, cfg.compile and cfg.fast)
+    if cfg.compile and cfg.fast:  # G's sub-batch sizes follow the sampled regions: traced, they would recompile every step
+        m.G.forward = torch.compiler.disable(m.G.forward)
+    # static shapes: a new image size or batch size compiles anew (PyTorch's dynamic-shape path failed on CPUs here)
+    self._g_forward = _maybe_compile(self._g_forward_eager, cfg.compile and cfg.fast, dynamic=False)
+    self._d_forward = _maybe_compile(self._d_forward_eager, cfg.compile and cfg.fast, dynamic=False)
 
 Trainer._build = _build
 
@@ -712,14 +715,14 @@ def train(cfg_or_preset: TrainConfig | str | None = None, data=None, val_data=No
     return Trainer(cfg, data=data, val_data=val_data).fit()
 
 def load_model(path, device='cpu') -> ReDO:
-    "The ReDO model stored in checkpoint `path`, rebuilt from its config, in eval mode."
+    "The ReDO model stored in checkpoint `path`, rebuilt from its config, in eval mode and channels-last layout (what `segment` feeds it)."
     ck = load_checkpoint(path)
     c = TrainConfig.from_dict(ck['config'])
     model = ReDO(n=c.n, img_size=c.img_size, size_z=c.size_z, ch_f=c.ch_f, ch_g=c.ch_g, ch_d=c.ch_d,  # no init: the
                  self_attention=c.self_attention, delta=c.delta, init_gain=None, g_norm=c.g_norm)  # weights are loaded
     model.load_state_dict({'mask_mean': model.mask_mean, **ck['model']})  # checkpoints older than mask_mean: uniform
     model.config = c
-    return model.to(device).eval()
+    return model.to(device).to(memory_format=torch.channels_last).eval()
 
 _last_compiled = {}  # the latest mask network segment(compile=True) saw, and its compiled forward: one kept at a time
 
