@@ -31,7 +31,7 @@ def has_spectral_norm(module: nn.Module) -> bool:
     return parametrize.is_parametrized(module, 'weight') and any(
         isinstance(p, _SpectralNorm) for p in module.parametrizations.weight)
 
-# %% ../nbs/03_layers.ipynb #680072f8
+# %% ../nbs/03_layers.ipynb #9b5fd337
 class InstanceNorm2d(nn.InstanceNorm2d):
     "`nn.InstanceNorm2d` (same arguments and parameters, no running statistics) computed by `group_norm` with one group per channel when no gradient is needed: the same numbers, without converting channels-last tensors. `as_group_norm = False` always runs PyTorch's `instance_norm`."
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = False):
@@ -44,7 +44,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
             return nnf.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
         return super().forward(x)
 
-# %% ../nbs/03_layers.ipynb #1577bfd5
+# %% ../nbs/03_layers.ipynb #da2b9ee1
 def upsampled_kernel(w: torch.Tensor) -> torch.Tensor:
     "The `(I, O, 4, 4)` kernel of `conv_transpose2d(x, k, stride=2, padding=1)` that equals a 3x3 convolution (padding 1, weight `w` `(O, I, 3, 3)`) of x upsampled 2x by nearest neighbour."
     wf = w.to(torch.promote_types(w.dtype, torch.float32))  # the sums in at least fp32; the convolution itself may run in bf16
