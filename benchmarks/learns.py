@@ -15,8 +15,9 @@ Writes benchmarks/results/learns_<dataset>[_<name>].json and .png. Minutes are w
 """
 import argparse, json, pathlib, sys, tempfile
 import torch
-from redo_nb.data import get_dataset
-from redo_nb.train import Trainer, get_config
+from redo_nb.config import get_config
+from redo_nb.datasets import get_dataset
+from redo_nb.train import Trainer
 from redo_nb.cli import parse_setting
 
 HERE = pathlib.Path(__file__).resolve().parent

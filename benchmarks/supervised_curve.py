@@ -23,8 +23,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from redo_nb.beyond import matching_k, plot_supervised_curve, supervised_curve  # noqa: E402
-from redo_nb.data import oxford17_flowers  # noqa: E402
+from redo_nb.photos import oxford17_flowers  # noqa: E402
+from redo_nb.supervised import matching_k, plot_supervised_curve, supervised_curve  # noqa: E402
 
 RESULTS = REPO / 'benchmarks' / 'results'
 OUT_NAME = 'supervised_curve'

@@ -13,7 +13,10 @@ folder of JPEG photos (decoding, resizing and PNG writing included; with `--comp
 
 The trainers are timed in interleaved rounds (A B C, then C B A, ...), so a load spike on a shared machine
 hits all of them; the reported speed-up is the median of the per-round ratios. Peak memory is measured in a short
-child process per configuration (peak RSS on the CPU), or with `torch.cuda.max_memory_allocated` on a GPU.
+child process per configuration (peak RSS on the CPU), or on a GPU with `torch.cuda.max_memory_allocated` over an
+iteration, less the other configurations' tensors that share the GPU (what a process holding that trainer alone
+would peak at). On a GPU `plain` runs with PyTorch's default float32 settings (TF32 convolutions, full-fp32 matrix
+products, no cuDNN autotuning), set again before each of its calls since the Trainer sets these process-wide.
 
     python benchmarks/train_step.py                       # every case, all cores, JSON in benchmarks/results/
     python benchmarks/train_step.py --cases cpu64 infer --threads 1 --rounds 7
@@ -30,7 +33,9 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from redo_nb.layers import use_fast_layers
-from redo_nb.train import Trainer, get_config, segment
+from redo_nb.config import get_config
+from redo_nb.inference import segment
+from redo_nb.train import Trainer
 
 ROOT = Path(__file__).resolve().parent
 # name: (preset, overrides); every case trains on the built-in synthetic data (64 images are enough)
@@ -39,6 +44,7 @@ CASES = {
     'paper25': ('paper', dict(batch_size=25)),          # the paper's batch (GPU; one or two rounds on a CPU)
     'cpu': ('cpu', dict()),                             # the cpu preset as it is (32 px, batch 16)
     'cpu64': ('cpu', dict(img_size=64, batch_size=32)),  # the cpu preset's networks at 64 px, batch 32
+    'tiny': ('paper', dict(img_size=32, batch_size=4, ch_f=8, ch_g=8, ch_d=8)),  # the paper's networks shrunk (gpu_check.py --dry)
 }
 INFER = 'infer'  # F only, masks per second on a batch of 128 px images (what redo_segment runs)
 CLI = 'segment_cli'  # the redo_segment command on a folder of photos, end to end
@@ -128,8 +134,12 @@ def train_case(case, args) -> dict:
             peaks = {}
             def timed(k):
                 def f():
+                    _cuda_precision(plain=k == 'plain')
+                    # the other trainers' tensors sit on the same GPU: count this trainer's own tensors and what its
+                    # iteration allocates on top, i.e. the peak of a process holding this trainer alone
+                    base, own = torch.cuda.memory_allocated(dev), _resident_bytes(ts[k])
                     torch.cuda.reset_peak_memory_stats(dev); dt = iteration(ts[k])
-                    peaks[k] = max(peaks.get(k, 0), torch.cuda.max_memory_allocated(dev)); return dt
+                    peaks[k] = max(peaks.get(k, 0), torch.cuda.max_memory_allocated(dev) - base + own); return dt
                 return f
             res = summarise(interleaved({k: timed(k) for k in ts}, rounds, warmup), B, 'images_per_s', g)
             for k in ts: res[k]['peak_mem_mb'] = peaks[k] / 2 ** 20
@@ -141,6 +151,25 @@ def train_case(case, args) -> dict:
         cfg = ts['plain'].cfg
     return dict(case=case, kind='train', preset=CASES[case][0], img_size=cfg.img_size, batch_size=B,
                 rounds=rounds, warmup=warmup, gflop_per_call=g, **res)
+
+
+def _cuda_precision(plain: bool):
+    "PyTorch's default float32 settings for `plain` (TF32 convolutions but full-fp32 matrix products, cuDNN heuristics), else what the Trainer sets for `fast` (TF32 everywhere, cudnn.benchmark): the Trainer sets these process-wide, so they are set again before each timed call."
+    torch.backends.cuda.matmul.allow_tf32 = not plain
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = not plain
+
+
+def _resident_bytes(t: Trainer) -> int:
+    "Bytes of the CUDA tensors trainer `t` keeps between iterations: weights, buffers, gradients, optimiser states and its images."
+    params = list(t.model.parameters())
+    tensors = [*params, *t.model.buffers(), *(p.grad for p in params if p.grad is not None), t.images]
+    tensors += [v for o in t.opts.values() for st in o.state.values() for v in st.values() if torch.is_tensor(v)]
+    seen, total = set(), 0
+    for x in tensors:
+        if x.is_cuda and x.untyped_storage().data_ptr() not in seen:
+            seen.add(x.untyped_storage().data_ptr()); total += x.untyped_storage().nbytes()
+    return total
 
 
 def _peak_rss_mb() -> float:

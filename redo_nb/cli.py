@@ -10,12 +10,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from .train import PRESETS, TrainConfig, get_config, train, load_model, load_checkpoint, segment, resolve_device
+from .config import PRESETS, TrainConfig, get_config
+from .train import train
+from .engine import load_checkpoint, resolve_device
+from .inference import load_model, segment
 from .metrics import evaluate, format_scores
-from .data import get_dataset, load_image, to_float_image, IMAGE_EXTENSIONS
+from .datasets import dataset_names, get_dataset
+from .data import load_image, to_float_image, IMAGE_EXTENSIONS
 
 # %% auto #0
-__all__ = ['parse_setting', 'config_from_args', 'train_cli', 'eval_cli', 'border_mass', 'segment_cli']
+__all__ = ['parse_setting', 'config_from_args', 'train_cli', 'run_report', 'eval_cli', 'border_mass', 'segment_cli']
 
 # %% ../nbs/09_cli.ipynb #b558d11b
 def parse_setting(item: str) -> tuple[str, object]:
@@ -44,11 +48,20 @@ def parse_setting(item: str) -> tuple[str, object]:
     except ValueError as e: raise ValueError(f'--set {item!r}: cannot read {text!r} as {kind} ({e})') from None
 
 # %% ../nbs/09_cli.ipynb #f8e19fdd
+_DOWNLOAD_HELP = f"fetch the dataset into --root if files are missing ({', '.join(dataset_names(downloads=True))})"
+
+def _check_download(name: str):
+    "`ValueError` unless dataset `name` can download its files."
+    if name not in dataset_names(downloads=True):
+        raise ValueError(f"--download: dataset {name!r} has nothing to download "
+                         f"(datasets that download: {', '.join(dataset_names(downloads=True))})")
+
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='redo_train', description='Train ReDO (Chen et al., NeurIPS 2019).')
     p.add_argument('--preset', default='cpu', help=f'one of {", ".join(PRESETS)} (default: cpu)')
     p.add_argument('--dataset', help='dataset name (default: synthetic)')
     p.add_argument('--root', help='dataset folder')
+    p.add_argument('--download', action='store_true', help=_DOWNLOAD_HELP)
     p.add_argument('--size', type=int, help='image size in pixels')
     p.add_argument('--iters', type=int, help='number of iterations')
     p.add_argument('--minutes', type=float, help='wall-clock budget in minutes')
@@ -70,7 +83,11 @@ def config_from_args(args) -> TrainConfig:
     if args.resume: overrides['resume'] = True
     if args.quiet: overrides['progress'] = False
     overrides.update(parse_setting(s) for s in args.set)
-    return get_config(args.preset, **overrides)
+    cfg = get_config(args.preset, **overrides)
+    if args.download:
+        _check_download(cfg.dataset)
+        cfg = dataclasses.replace(cfg, data_kwargs={**cfg.data_kwargs, 'download': True})
+    return cfg
 
 def _print_presets():
     base = TrainConfig().to_dict()
@@ -88,10 +105,28 @@ def train_cli(argv: list | None = None):
     try: summary = train(cfg)
     except (ValueError, FileNotFoundError) as e: p.error(str(e))
     if int(os.environ.get('RANK', 0)) != 0: return  # under torchrun, rank 0 reports
-    print(f"\nrun folder: {summary['run_dir']}  ({summary['iterations']} iterations, {summary['minutes']:.1f} min, "
-          f"{summary['sec_per_iter']:.2f} s/iteration, {summary['restarts']} restart(s), stopped by {summary['stopped_by']})")
-    if summary['final']: print('validation:', format_scores(summary['final']))
-    if summary['best']: print(f"best validation IoU {summary['best']['iou']:.3f} at iteration {summary['best']['iter']} (best.pt)")
+    print(run_report(summary))
+
+def run_report(summary: dict) -> str:
+    "What `redo_train` prints at the end of a run: timings, scores, the label-free health and which file to use."
+    s, best = summary, summary['best']
+    lines = [f"\nrun folder: {s['run_dir']}  ({s['iterations']} iterations, {s['minutes']:.1f} min, "
+             f"{s['sec_per_iter']:.2f} s/iteration, {s['restarts']} restart(s), {s['rollbacks']} rollback(s), "
+             f"stopped by {s['stopped_by']})"]
+    if s['final']: lines.append('validation: ' + format_scores(s['final']))
+    else: lines.append('no labelled images: the run was scored without labels only')
+    h = s.get('final_health')
+    if h: lines.append('health at the end (label-free): ' + ', '.join(f'{k} {h[k]:.2f}' for k in
+                                                                    ('score', 'agreement', 'balance', 'inside', 'specificity')))
+    if s['stopped_by'] == 'degraded': lines.append('training stopped early: the masks were degrading (health well below its best)')
+    if best:
+        why = (f"label-free health score {best['health']:.3f}" if best['by'] == 'health' else f"validation IoU {best['iou']:.3f}")
+        lines.append(f"the model to use: {s['run_dir']}/best.pt (iteration {best['iter']}, chosen by its {why})")
+        other = s['best_by'].get('labels' if best['by'] == 'health' else 'health')
+        if best['by'] == 'health' and other:
+            lines.append(f"  its validation IoU {best['iou']:.3f}; the best by labels: {other['iou']:.3f} at iteration "
+                         f"{other['iter']} (apart by {other['iou'] - best['iou']:.3f})")
+    return '\n'.join(lines)
 
 # %% ../nbs/09_cli.ipynb #e874cc23
 def _checkpoint_arg(p: argparse.ArgumentParser, path: str) -> dict:
@@ -105,6 +140,7 @@ def eval_cli(argv: list | None = None) -> dict:
     p.add_argument('checkpoint')
     p.add_argument('--dataset', help="default: the checkpoint's dataset")
     p.add_argument('--root', help="default: the checkpoint's dataset folder")
+    p.add_argument('--download', action='store_true', help=_DOWNLOAD_HELP)
     p.add_argument('--split', default='test')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--device', default='auto')
@@ -120,6 +156,10 @@ def eval_cli(argv: list | None = None) -> dict:
         k, _, v = s.partition('=')
         try: kw[k] = json.loads(v)
         except json.JSONDecodeError: kw[k] = v
+    if args.download:
+        try: _check_download(name)
+        except ValueError as e: p.error(str(e))
+        kw['download'] = True
     try: data = get_dataset(name, root=root, size=cfg.img_size, split=args.split, **kw).labelled_subset()
     except (ValueError, FileNotFoundError) as e: p.error(str(e))
     if len(data) == 0: p.error(f'{name} ({args.split}) has no labelled images to evaluate on')

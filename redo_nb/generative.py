@@ -15,7 +15,7 @@ IGNORE = 255  # label value of pixels (or whole images) that have no ground trut
 
 # %% ../nbs/00_generative.ipynb #353bdb97
 def logits_to_masks(logits):
-    "Turn raw scores `(B, c, H, W)` into masks `(B, n, H, W)`: one channel -> sigmoid pair `(m, 1-m)` (n=2), c >= 2 channels -> softmax over regions (n=c)."
+    "Masks `(B, n, H, W)` from raw scores `(B, c, H, W)`: sigmoid pair `(m, 1-m)` if c = 1 (n = 2), else softmax (n = c)."
     if logits.ndim != 4:
         raise ValueError(f"logits_to_masks: logits must have shape (B, c, H, W), got {tuple(logits.shape)}")
     if logits.shape[1] == 1:
@@ -24,8 +24,10 @@ def logits_to_masks(logits):
     return torch.softmax(logits, dim=1)
 
 # %% ../nbs/00_generative.ipynb #8e8eb287
-def check_masks(M, atol=1e-5):
-    "Raise `ValueError` unless `M` `(B, n, H, W)` is a set of masks: finite, non-negative, summing to 1 over dim 1 (within `atol`). Returns `M`."
+def check_masks(M,  # masks `(B, n, H, W)`
+                atol=1e-5,  # tolerance of the sum to 1, and of values below 0
+               ):
+    "Return `M` if it is a set of masks (finite, non-negative, summing to 1 over dim 1), else raise `ValueError`."
     if M.ndim != 4:
         raise ValueError(f"check_masks: M must have shape (B, n, H, W), got {tuple(M.shape)}")
     if not torch.isfinite(M).all():
@@ -38,8 +40,10 @@ def check_masks(M, atol=1e-5):
     return M
 
 # %% ../nbs/00_generative.ipynb #ca4aa24d
-def compose(M, V):
-    "Assemble images `(B, C, H, W)` from masks `M` `(B, n, H, W)` and region pixels `V` `(B, n, C, H, W)`: I = sum_k M^k * V^k."
+def compose(M,  # masks `(B, n, H, W)`
+            V,  # region pixels `(B, n, C, H, W)`: one image per region
+           ):
+    "Assemble images `(B, C, H, W)` from masks and region pixels: I = sum_k M^k * V^k."
     if M.ndim != 4:
         raise ValueError(f"compose: M must have shape (B, n, H, W), got {tuple(M.shape)}")
     if V.ndim != 5:
@@ -58,8 +62,13 @@ def _hw(size, name='size'):
         raise ValueError(f"{name} must be positive, got {size}")
     return H, W
 
-def sample_mask_prior(batch_size, n, size, generator=None, softness=0.0):
-    "Sample masks `(batch_size, n, H, W)` from a toy prior p(M): regions `0..n-2` are random ellipses stacked front to back, region `n-1` is the background. `softness` > 0 gives soft edges (width relative to the ellipse radius)."
+def sample_mask_prior(batch_size,  # number of mask sets to draw
+                      n,  # regions: `0..n-2` are random ellipses stacked front to back, `n-1` is the background
+                      size,  # `H = W` as an int, or `(H, W)`
+                      generator=None,  # `torch.Generator` of the random draws
+                      softness=0.0,  # > 0: soft edges, of width relative to the ellipse radius
+                     ):
+    "Sample masks `(batch_size, n, H, W)` from a toy prior p(M): random ellipses in front of a background."
     if n < 2:
         raise ValueError(f"sample_mask_prior: n must be >= 2 (objects + background), got {n}")
     if softness < 0:
@@ -84,8 +93,14 @@ def sample_mask_prior(batch_size, n, size, generator=None, softness=0.0):
     return torch.cat(masks[::-1] + [uncovered], dim=1)
 
 # %% ../nbs/00_generative.ipynb #af545558
-def sample_region_pixels(batch_size, n, size, channels=3, generator=None, texture=0.25):
-    "Sample region images `V` `(batch_size, n, channels, H, W)` in [-1, 1], independently per region: a random flat colour plus smooth noise (blotches about 1/8 of the image wide) of amplitude `texture`."
+def sample_region_pixels(batch_size,  # number of images to draw per region
+                         n,  # regions
+                         size,  # `H = W` as an int, or `(H, W)`
+                         channels=3,  # colour channels
+                         generator=None,  # `torch.Generator` of the random draws
+                         texture=0.25,  # amplitude of the smooth noise (blotches about 1/8 of the image wide)
+                        ):
+    "Sample region images `V` `(batch_size, n, channels, H, W)` in [-1, 1], independently per region."
     H, W = _hw(size)
     colour = torch.rand(batch_size, n, channels, 1, 1, generator=generator) * 1.6 - 0.8
     g = max(2, min(H, W) // 8)

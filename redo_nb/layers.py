@@ -22,7 +22,7 @@ class _FP32SpectralNorm(_SpectralNorm):
             return super().forward(weight)
 
 def sn(module: nn.Module) -> nn.Module:
-    "Wrap a conv or linear `module` with spectral normalisation: `module.weight` becomes W / sigma(W), sigma estimated by one power iteration per training forward (in fp32, also under autocast)."
+    "Wrap a conv or linear `module` with spectral normalisation: `module.weight` becomes W / sigma(W). Returns `module`."
     parametrize.register_parametrization(module, 'weight', _FP32SpectralNorm(module.weight, n_power_iterations=1, dim=0, eps=1e-12))
     return module
 
@@ -33,8 +33,12 @@ def has_spectral_norm(module: nn.Module) -> bool:
 
 # %% ../nbs/03_layers.ipynb #9b5fd337
 class InstanceNorm2d(nn.InstanceNorm2d):
-    "`nn.InstanceNorm2d` (same arguments and parameters, no running statistics) computed by `group_norm` with one group per channel when no gradient is needed: the same numbers, without converting channels-last tensors. `as_group_norm = False` always runs PyTorch's `instance_norm`."
-    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = False):
+    "`nn.InstanceNorm2d` computed by `group_norm`, one group per channel, when no gradient is needed: the same numbers."
+    def __init__(self,
+                 num_features: int,  # channels C of the input `(B, C, H, W)`
+                 eps: float = 1e-5,  # added to the variance
+                 affine: bool = False,  # learn a per-channel scale and shift
+                ):
         super().__init__(num_features, eps=eps, affine=affine)
         self.as_group_norm = True
 
@@ -45,16 +49,21 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         return super().forward(x)
 
 # %% ../nbs/03_layers.ipynb #da2b9ee1
-def upsampled_kernel(w: torch.Tensor) -> torch.Tensor:
-    "The `(I, O, 4, 4)` kernel of `conv_transpose2d(x, k, stride=2, padding=1)` that equals a 3x3 convolution (padding 1, weight `w` `(O, I, 3, 3)`) of x upsampled 2x by nearest neighbour."
+def upsampled_kernel(w: torch.Tensor,  # weight `(O, I, 3, 3)` of a 3x3 convolution with padding 1
+                    ) -> torch.Tensor:
+    "The `(I, O, 4, 4)` kernel `k` such that `conv_transpose2d(x, k, stride=2, padding=1)` convolves `x` upsampled 2x by `w`."
     wf = w.to(torch.promote_types(w.dtype, torch.float32))  # the sums in at least fp32; the convolution itself may run in bf16
     T = wf.new_tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]])  # tap of the 4x4 kernel x tap of the 3x3 one: which it sums
     with torch.autocast(w.device.type, enabled=False):
         return (T @ wf @ T.T).to(w.dtype).transpose(0, 1)
 
 class UpConv2d(nn.Conv2d):
-    "3x3 convolution (padding 1) of `x` upsampled 2x by nearest neighbour — parameters exactly those of `nn.Conv2d(in_ch, out_ch, 3, padding=1)` — computed as one transposed convolution with stride 2 on `x` (`upsampled_kernel`). `transposed = False` upsamples, then convolves."
-    def __init__(self, in_ch: int, out_ch: int, bias: bool = True):
+    "3x3 convolution (padding 1) of `x` upsampled 2x by nearest neighbour, computed as one stride-2 transposed convolution."
+    def __init__(self,
+                 in_ch: int,  # input channels
+                 out_ch: int,  # output channels
+                 bias: bool = True,  # as in `nn.Conv2d`
+                ):
         super().__init__(in_ch, out_ch, 3, padding=1, bias=bias)
         self.transposed = True
 
@@ -62,8 +71,10 @@ class UpConv2d(nn.Conv2d):
         if not self.transposed: return super().forward(nnf.interpolate(x, scale_factor=2, mode='nearest'))
         return nnf.conv_transpose2d(x, upsampled_kernel(self.weight), self.bias, stride=2, padding=1)
 
-def use_fast_layers(module: nn.Module, enabled: bool = True) -> nn.Module:
-    "Switch every `InstanceNorm2d` and `UpConv2d` in `module` to its fast form (`enabled`) or to PyTorch's plain one (the same numbers, computed the straightforward way). Returns `module`."
+def use_fast_layers(module: nn.Module,  # a network
+                    enabled: bool = True,  # True: the fast forms; False: PyTorch's plain ones (same numbers, computed the straightforward way)
+                   ) -> nn.Module:
+    "Switch every `InstanceNorm2d` and `UpConv2d` in `module` to its fast form or to PyTorch's plain one. Returns `module`."
     for m in module.modules():
         if isinstance(m, InstanceNorm2d): m.as_group_norm = enabled
         if isinstance(m, UpConv2d): m.transposed = enabled
@@ -77,8 +88,12 @@ def _norm2d(kind: str, num_features: int) -> nn.Module:
     raise ValueError(f"norm must be 'instance' or 'batch', got {kind!r}")
 
 class ConditionalNorm(nn.Module):
-    "Normalise `x` `(B, C, H, W)` without affine parameters, then scale by gamma(z) and shift by beta(z), both linear in `z` `(B, size_z)`."
-    def __init__(self, num_features: int, size_z: int, norm: str = 'instance'):
+    "Normalise `x` without affine parameters, then scale by gamma(z) and shift by beta(z), both linear in the code `z`."
+    def __init__(self,
+                 num_features: int,  # channels C of `x` `(B, C, H, W)`
+                 size_z: int,  # length of the code `z` `(B, size_z)`
+                 norm: str = 'instance',  # 'instance' or 'batch': which statistics normalise `x`
+                ):
         super().__init__()
         self.norm = _norm2d(norm, num_features)
         self.gamma = nn.Linear(size_z, num_features)
@@ -90,8 +105,11 @@ class ConditionalNorm(nn.Module):
 
 # %% ../nbs/03_layers.ipynb #f586aef6
 class SelfAttention(nn.Module):
-    "SAGAN self-attention on `(B, ch, H, W)`: y = x + gamma * attention(x), gamma initialised to 0. `pool` max-pools keys and values 2x2 (BigGAN, released ReDO)."
-    def __init__(self, ch: int, pool: bool = True):
+    "SAGAN self-attention on `(B, ch, H, W)`: y = x + gamma * attention(x), gamma initialised to 0."
+    def __init__(self,
+                 ch: int,  # channels of the input
+                 pool: bool = True,  # max-pool keys and values 2x2 (BigGAN, released ReDO)
+                ):
         super().__init__()
         if ch < 2: raise ValueError(f"SelfAttention: ch must be >= 2, got {ch}")
         qk, cv = max(ch // 8, 1), ch // 2
@@ -119,8 +137,14 @@ def _up(x):
     return nnf.interpolate(x, scale_factor=2, mode='nearest')
 
 class ResBlockUp(nn.Module):
-    "Generator block `(B, in_ch, h, w) -> (B, out_ch, 2h, 2w)`: conditional norm on `z`, ReLU, the mask pooled to `(h, w)` concatenated, nearest 2x upsampling, two 3x3 convs; 1x1 conv shortcut."
-    def __init__(self, in_ch: int, out_ch: int, size_z: int, mask_channels: int = 1, norm: str = 'instance'):
+    "Generator block `(B, in_ch, h, w) -> (B, out_ch, 2h, 2w)`, conditioned on the code `z` and the region's mask `m`."
+    def __init__(self,
+                 in_ch: int,  # input channels
+                 out_ch: int,  # output channels
+                 size_z: int,  # length of the code `z`
+                 mask_channels: int = 1,  # channels of the mask, concatenated to the features (0: no mask)
+                 norm: str = 'instance',  # 'instance' or 'batch', for the conditional norms
+                ):
         super().__init__()
         self.mask_channels = mask_channels
         self.norm1 = ConditionalNorm(in_ch, size_z, norm)
@@ -129,8 +153,12 @@ class ResBlockUp(nn.Module):
         self.conv2 = sn(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.shortcut = sn(nn.Conv2d(in_ch, out_ch, 1))
 
-    def forward(self, x, m, z):
-        "`x` features, `m` `(B, mask_channels, H, W)` mask at any resolution that is a multiple of x's (None if mask_channels == 0), `z` `(B, size_z)`."
+    def forward(self,
+                x,  # features `(B, in_ch, h, w)`
+                m,  # mask `(B, mask_channels, H, W)` at any multiple of x's resolution; None if `mask_channels == 0`
+                z,  # code `(B, size_z)`
+               ):
+        "The block's output `(B, out_ch, 2h, 2w)`."
         h = nnf.relu(self.norm1(x, z))
         if self.mask_channels:
             h = torch.cat([h, nnf.adaptive_avg_pool2d(m, h.shape[-2:])], 1)
@@ -139,8 +167,12 @@ class ResBlockUp(nn.Module):
         return h + _up(self.shortcut(x))
 
 class ResBlockDown(nn.Module):
-    "Discriminator block `(B, in_ch, h, w) -> (B, out_ch, h/2, w/2)`: [ReLU], 3x3 conv, ReLU, 3x3 conv, 2x2 average pool; shortcut 2x2 average pool then 1x1 conv. `first` drops the leading ReLU (input is an image)."
-    def __init__(self, in_ch: int, out_ch: int, first: bool = False):
+    "Discriminator block `(B, in_ch, h, w) -> (B, out_ch, h/2, w/2)`: two 3x3 convs and 2x2 average pooling, 1x1 shortcut."
+    def __init__(self,
+                 in_ch: int,  # input channels
+                 out_ch: int,  # output channels
+                 first: bool = False,  # drop the leading ReLU (the input is an image)
+                ):
         super().__init__()
         layers = [] if first else [nn.ReLU()]
         layers += [sn(nn.Conv2d(in_ch, out_ch, 3, padding=1)), nn.ReLU(),
@@ -175,8 +207,11 @@ class MaskResBlock(nn.Module):
 
 # %% ../nbs/03_layers.ipynb #5c54ea1b
 class PyramidPooling(nn.Module):
-    "PSPNet pyramid pooling: concatenate `x` `(B, in_ch, h, w)` with one channel per bin `b`: average pool to b x b, 1x1 conv, bilinear upsample. Output `(B, in_ch + len(bins), h, w)`."
-    def __init__(self, in_ch: int, bins=(1, 2, 3, 6)):
+    "PSPNet pyramid pooling: `x` `(B, in_ch, h, w)` and one context channel per bin, `(B, in_ch + len(bins), h, w)`."
+    def __init__(self,
+                 in_ch: int,  # channels of `x`
+                 bins=(1, 2, 3, 6),  # grid sizes b: each branch average-pools to b x b, 1x1 conv, bilinear upsample
+                ):
         super().__init__()
         self.bins = tuple(bins)
         self.convs = nn.ModuleList(nn.Conv2d(in_ch, 1, 1) for _ in self.bins)
@@ -194,8 +229,11 @@ class PyramidPooling(nn.Module):
 # %% ../nbs/03_layers.ipynb #9494e3dc
 _INIT_TYPES = (nn.Conv2d, nn.Linear)
 
-def init_orthogonal(module: nn.Module, gain: float = 0.8, n_power_iterations: int = 15) -> nn.Module:
-    "Orthogonal init (with `gain`) of every conv/linear weight in `module` (the raw weight under spectral norm), zero biases; then refresh the spectral-norm power-iteration vectors. Returns `module`."
+def init_orthogonal(module: nn.Module,  # a network
+                    gain: float = 0.8,  # the orthogonal weights' gain g
+                    n_power_iterations: int = 15,  # power iterations that then refresh the spectral-norm vectors u, v
+                   ) -> nn.Module:  # `module`, initialised in place
+    "Orthogonal init of every conv and linear weight of `module` (the raw one under spectral norm), zero biases."
     normalised = []
     for m in module.modules():
         if not isinstance(m, _INIT_TYPES): continue

@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['masks_to_labels', 'confusion', 'best_assignment', 'segmentation_scores', 'all_foreground', 'centred_disc',
-           'best_centred_disc', 'average_mask_baseline', 'evaluate', 'format_scores']
+           'best_centred_disc', 'average_mask_baseline', 'evaluate', 'format_scores', 'evaluate_by_source']
 
 # %% ../nbs/06_metrics.ipynb #86883fa3
 import itertools
+import warnings
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -15,15 +16,21 @@ from .generative import IGNORE
 from .refine import refine_masks
 
 # %% ../nbs/06_metrics.ipynb #120a49cb
-def masks_to_labels(M):
-    "Hard labels `(B, H, W)` from masks `(B, n, H, W)`: the argmax region of each pixel (ties go to the lower index, so n=2 gives region 0 where M^0 >= 0.5)."
+def masks_to_labels(M,  # masks `(B, n, H, W)`; ties go to the lower index, so n=2 gives region 0 where M^0 >= 0.5
+                   ):
+    "Hard labels `(B, H, W)` from masks: the argmax region of each pixel."
     if M.ndim != 4:
         raise ValueError(f"masks_to_labels: M must have shape (B, n, H, W), got {tuple(M.shape)}")
     return M.argmax(1)
 
 # %% ../nbs/06_metrics.ipynb #c4138f83
-def confusion(pred, gt, n_pred, n_gt, ignore=IGNORE):
-    "Per-image confusion matrices `(B, n_pred, n_gt)`: entry `[b, p, g]` counts pixels of image `b` predicted `p` with label `g`, pixels labelled `ignore` left out."
+def confusion(pred,  # predicted labels `(B, H, W)`, in `0..n_pred-1`
+              gt,  # ground-truth labels `(B, H, W)`, in `0..n_gt-1` or `ignore`
+              n_pred,  # number of predicted regions
+              n_gt,  # number of ground-truth labels
+              ignore=IGNORE,  # label of the pixels left out
+             ):
+    "Per-image confusion matrices `(B, n_pred, n_gt)`: `[b, p, g]` counts pixels of image `b` predicted `p` with label `g`."
     if pred.shape != gt.shape or pred.ndim != 3:
         raise ValueError(f"confusion: pred and gt must both be (B, H, W), got {tuple(pred.shape)} and {tuple(gt.shape)}")
     pred, gt = pred.long(), gt.long()
@@ -38,8 +45,9 @@ def confusion(pred, gt, n_pred, n_gt, ignore=IGNORE):
     return torch.bincount(index[valid], minlength=B * n_pred * n_gt).view(B, n_pred, n_gt)
 
 # %% ../nbs/06_metrics.ipynb #1faee6ee
-def best_assignment(conf):
-    "Matching of predicted regions to ground-truth labels maximising matched pixels: `LongTensor (n_pred,)` (or `(B, n_pred)` for a stack) holding each region's label, -1 if unmatched."
+def best_assignment(conf,  # a confusion matrix `(n_pred, n_gt)`, or a stack of them `(B, n_pred, n_gt)`
+                   ):
+    "Matching of regions to labels maximising matched pixels: each region's label or -1, `(n_pred,)` or `(B, n_pred)`."
     conf = torch.as_tensor(conf)
     if conf.ndim == 3:
         return torch.stack([best_assignment(c) for c in conf])
@@ -76,8 +84,13 @@ def _scores(conf, A):
     acc = inter.sum(2) / conf.sum((1, 2))[None]
     return acc, iou[..., 1:].mean(2), iou.mean(2)
 
-def segmentation_scores(pred, gt, n_gt=2, ignore=IGNORE, protocol='image'):
-    "Acc, foreground IoU and mean IoU of `pred` (labels `(B, H, W)` or masks `(B, n, H, W)`) against labels `gt` `(B, H, W)`, regions matched per image (`protocol='image'`, the paper's) or once for the whole set (`'dataset'`)."
+def segmentation_scores(pred,  # predicted labels `(B, H, W)` or masks `(B, n, H, W)`
+                        gt,  # ground-truth labels `(B, H, W)`
+                        n_gt=2,  # number of ground-truth labels (background and objects), >= 2
+                        ignore=IGNORE,  # label of the pixels left out
+                        protocol='image',  # 'image': regions matched per image (the paper's); 'dataset': once for the whole set
+                       ):
+    "Acc, foreground IoU and mean IoU of `pred` against labels `gt`, its regions matched to the labels."
     if protocol not in ('image', 'dataset'):
         raise ValueError(f"segmentation_scores: protocol must be 'image' or 'dataset', got {protocol!r}")
     if n_gt < 2:
@@ -106,16 +119,23 @@ def all_foreground(gt):
     "Baseline labels `(B, H, W)` marking every pixel as object (label 1)."
     return torch.ones_like(gt, dtype=torch.long)
 
-def centred_disc(shape, radius_frac):
-    "Baseline labels of `shape` `(..., H, W)`: 1 inside a centred disc of radius `radius_frac` * half the shorter side, 0 outside."
+def centred_disc(shape,  # `(..., H, W)`
+                 radius_frac,  # radius of the disc, as a fraction of half the shorter side
+                ):
+    "Baseline labels of `shape`: 1 inside a centred disc, 0 outside."
     H, W = shape[-2:]
     yy, xx = torch.meshgrid(torch.arange(H) - (H - 1) / 2, torch.arange(W) - (W - 1) / 2, indexing='ij')
     disc = ((xx ** 2 + yy ** 2).sqrt() <= radius_frac * min(H, W) / 2).long()
     return disc.expand(*shape)
 
 # %% ../nbs/06_metrics.ipynb #c006df2b
-def best_centred_disc(gt, ignore=IGNORE, radii=None, protocol='image', n_gt=2):
-    "The centred disc with the best foreground IoU on labels `gt` `(B, H, W)`: returns `(radius_frac, scores)` (an oracle-tuned baseline)."
+def best_centred_disc(gt,  # ground-truth labels `(B, H, W)`
+                      ignore=IGNORE,  # as in `segmentation_scores`
+                      radii=None,  # the `radius_frac`s to try; None: 29 from 0.1 to 1.5
+                      protocol='image',  # as in `segmentation_scores`
+                      n_gt=2,  # as in `segmentation_scores`
+                     ):
+    "The centred disc with the best foreground IoU on labels `gt`, an oracle-tuned baseline: `(radius_frac, scores)`."
     radii = torch.linspace(0.1, 1.5, 29).tolist() if radii is None else radii
     best = None
     for r in radii:
@@ -124,8 +144,9 @@ def best_centred_disc(gt, ignore=IGNORE, radii=None, protocol='image', n_gt=2):
             best = (r, s)
     return best
 
-def average_mask_baseline(M_all):
-    "The mean of masks `M_all` `(B, n, H, W)` over the data set, repeated for every image: the position-prior baseline of a model."
+def average_mask_baseline(M_all,  # a model's masks `(B, n, H, W)` of the whole data set
+                         ):
+    "The mean of masks `M_all` over the data set, repeated for every image: the position-prior baseline of a model."
     if M_all.ndim != 4:
         raise ValueError(f"average_mask_baseline: M_all must have shape (B, n, H, W), got {tuple(M_all.shape)}")
     return M_all.mean(0, keepdim=True).expand_as(M_all)
@@ -139,8 +160,15 @@ def _both_protocols(pred, gt, n_gt):
     return {p: segmentation_scores(pred, gt, n_gt=n_gt, protocol=p) for p in ('image', 'dataset')}
 
 @torch.no_grad()
-def evaluate(masks_fn, images, gt, batch_size=64, n_gt=2, refine=False):
-    "Score `masks_fn` (float images in [-1, 1] `(B, 3, H, W)` -> masks `(B, n, H, W)`) on `images` `(N, 3, H, W)` with labels `gt` `(N, H, W)`, per image and per data set, next to its average mask, the best centred disc and all-foreground; `refine` (True or `refine_masks` keyword arguments) adds the refined masks (a second pass of `masks_fn`, seeded with their average mask over all of `images` unless `refine` gives `M_mean`) and the refined average mask."
+def evaluate(masks_fn,  # float images in [-1, 1] `(B, 3, H, W)` -> masks `(B, n, H, W)`
+             images,  # `(N, 3, H, W)`: uint8, or float in [-1, 1]
+             gt,  # ground-truth labels `(N, H, W)`
+             batch_size=64,  # images per call of `masks_fn`
+             n_gt=2,  # number of ground-truth labels
+             refine=False,  # True, or `refine_masks` keyword arguments: also score the refined masks
+             disc_radius=None,  # the centred disc's radius as a fraction of half the side (None: the best for `gt`)
+            ):
+    "Score `masks_fn` on labelled images, per image and per data set, next to its average mask and the baselines."
     if images.ndim != 4 or gt.ndim != 3 or images.shape[0] != gt.shape[0] or images.shape[2:] != gt.shape[1:]:
         raise ValueError(f"evaluate: images must be (N, C, H, W) and gt (N, H, W) with matching N, H, W, got {tuple(images.shape)} and {tuple(gt.shape)}")
     kw = refine if isinstance(refine, dict) else {}
@@ -154,7 +182,7 @@ def evaluate(masks_fn, images, gt, batch_size=64, n_gt=2, refine=False):
         mask_sum = mask_sum + M.sum(0)
     labels, M_avg = torch.cat(labels), mask_sum / len(images)
     n = M_avg.shape[0]
-    radius, _ = best_centred_disc(gt, n_gt=n_gt)
+    radius = disc_radius if disc_radius is not None else best_centred_disc(gt, n_gt=n_gt)[0]  # a search: cache it
     extra = {}
     if refine:  # F's masks again (keeping them all would cost N x n x H x W floats), now seeded with the average over the whole set
         kw = {'M_mean': M_avg, **kw}
@@ -182,3 +210,20 @@ def format_scores(d):
     lines.append(f"images scored: {d['model']['image']['n_images']}, skipped: {d['model']['image']['n_skipped']}; "
                  f"region areas: {', '.join(f'{a:.2f}' for a in d['region_areas'])}; disc radius: {d['centred_disc']['radius_frac']:.2f}")
     return '\n'.join(lines)
+
+# %% ../nbs/06_metrics.ipynb #49141255
+@torch.no_grad()
+def evaluate_by_source(masks_fn, data, batch_size: int = 64, n_gt=None) -> dict:
+    "`evaluate` on the labelled images of each source dataset of `data` (a `SegmentationData`): `{source: scores}`."
+    # n_gt defaults to the labels found in each source (at least 2); a source without labels is left out, with a warning
+    names = list(dict.fromkeys(data.sources)) if data.sources is not None else [data.name]
+    out = {}
+    for name in names:
+        part = (data.source_subset(name) if data.sources is not None else data).labelled_subset()
+        if len(part) == 0:
+            warnings.warn(f"evaluate_by_source: source {name!r} has no labelled image; left out")
+            continue
+        gt = part.masks.long()
+        k = n_gt or max(2, int(gt[gt != IGNORE].max()) + 1)
+        out[name] = evaluate(masks_fn, part.images, gt, batch_size, k)
+    return out

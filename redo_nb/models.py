@@ -82,9 +82,14 @@ class MaskNet(nn.Module):
 
 # %% ../nbs/04_models.ipynb #ef6f0334
 class RegionGenerator(nn.Module):
-    "G_k: region mask `m` `(B, 1, H, W)` and noise `z` `(B, size_z)` -> region pixels `V` `(B, 3, H, W)` in [-1, 1]. SAGAN-style residual up-sampling with conditional norm on `z` and the mask concatenated at every resolution."
-    def __init__(self, size_z: int = 32, ch: int = 32, img_size: int = 128, self_attention: bool = True,
-                 norm: str = 'instance'):
+    "G_k: region mask `m` `(B, 1, H, W)` and noise `z` `(B, size_z)` -> region pixels `V` `(B, 3, H, W)` in [-1, 1]."
+    def __init__(self,
+                 size_z: int = 32,  # length of the noise `z`
+                 ch: int = 32,  # width of the last block; each block further from the output doubles it
+                 img_size: int = 128,  # side of the square images, 4 * 2**k
+                 self_attention: bool = True,  # self-attention before the last block
+                 norm: str = 'instance',  # 'instance' or 'batch', for the conditional norms
+                ):
         super().__init__()
         k = _doublings(img_size, 'RegionGenerator')
         self.size_z, self.img_size = size_z, img_size
@@ -113,16 +118,26 @@ class RegionGenerator(nn.Module):
 
 # %% ../nbs/04_models.ipynb #5350577d
 class RegionGenerators(nn.Module):
-    "The n region generators G_0..G_{n-1} (no shared weights). `forward(M, z, i)` redraws region `i[b]` of image b; `forward(M, z)` draws every region."
-    def __init__(self, n: int, size_z: int = 32, ch: int = 32, img_size: int = 128, self_attention: bool = True,
-                 norm: str = 'instance'):
+    "The n region generators G_0..G_{n-1}, no shared weights: `G(M, z, i)` draws region `i[b]` of image b, `G(M, z)` all."
+    def __init__(self,
+                 n: int,  # number of regions, >= 2
+                 size_z: int = 32,  # as in `RegionGenerator`
+                 ch: int = 32,  # as in `RegionGenerator`
+                 img_size: int = 128,  # as in `RegionGenerator`
+                 self_attention: bool = True,  # as in `RegionGenerator`
+                 norm: str = 'instance',  # as in `RegionGenerator`
+                ):
         super().__init__()
         if n < 2: raise ValueError(f"RegionGenerators: n (number of regions) must be >= 2, got {n}")
         self.n, self.size_z = n, size_z
         self.generators = nn.ModuleList(RegionGenerator(size_z, ch, img_size, self_attention, norm) for _ in range(n))
 
-    def forward(self, M, z, i=None):
-        "`M` `(B, n, H, W)`. With `i` `(B,)` (on any device; on the CPU it costs no GPU sync): `z` `(B, size_z)` -> `V_i` `(B, 3, H, W)`. Without: `z` `(B, n, size_z)` -> `V` `(B, n, 3, H, W)`."
+    def forward(self,
+                M,  # masks `(B, n, H, W)`
+                z,  # noise: `(B, size_z)` with `i`, `(B, n, size_z)` without
+                i=None,  # region of each image `(B,)`, on any device (on the CPU it costs no GPU sync); None: every region
+               ):
+        "Region pixels: with `i`, `V_i` `(B, 3, H, W)` of region `i[b]` of each image b; without, `V` `(B, n, 3, H, W)`."
         B = M.shape[0]
         if M.ndim != 4 or M.shape[1] != self.n:
             raise ValueError(f"RegionGenerators: M must have shape (B, {self.n}, H, W), got {tuple(M.shape)}")
@@ -144,8 +159,12 @@ class RegionGenerators(nn.Module):
 
 # %% ../nbs/04_models.ipynb #20b41b95
 class DiscriminatorTrunk(nn.Module):
-    "Features phi(x) `(B, out_channels)` of images `(B, 3, S, S)`: residual down-blocks ch, 2ch, ... to 4x4, [self-attention after the first], a residual block, sum over positions (Table 3 without its last row)."
-    def __init__(self, img_size: int = 128, ch: int = 64, self_attention: bool = True):
+    "Features phi(x) `(B, out_channels)` of images `(B, 3, S, S)`: D up to its last linear layer (Table 3 but the last row)."
+    def __init__(self,
+                 img_size: int = 128,  # side S of the square images, 4 * 2**k
+                 ch: int = 64,  # width of the first down-block; each next one doubles it
+                 self_attention: bool = True,  # self-attention after the first down-block
+                ):
         super().__init__()
         k = _doublings(img_size, 'DiscriminatorTrunk')
         self.img_size = img_size
@@ -164,8 +183,12 @@ class DiscriminatorTrunk(nn.Module):
         return self.layers(x).sum((2, 3))
 
 class Discriminator(nn.Module):
-    "D: images `(B, 3, S, S)` -> real/fake scores `(B,)`: `DiscriminatorTrunk` features, then an (unconstrained) linear layer."
-    def __init__(self, img_size: int = 128, ch: int = 64, self_attention: bool = True):
+    "D: images `(B, 3, S, S)` -> real/fake scores `(B,)`: `DiscriminatorTrunk` features, then an unconstrained linear layer."
+    def __init__(self,
+                 img_size: int = 128,  # as in `DiscriminatorTrunk`
+                 ch: int = 64,  # as in `DiscriminatorTrunk`
+                 self_attention: bool = True,  # as in `DiscriminatorTrunk`
+                ):
         super().__init__()
         self.trunk = DiscriminatorTrunk(img_size, ch, self_attention)
         self.out_channels = self.trunk.out_channels
@@ -183,9 +206,15 @@ class Discriminator(nn.Module):
 
 # %% ../nbs/04_models.ipynb #257bfe78
 class ZEncoder(nn.Module):
-    "δ: images `(B, 3, S, S)` -> predicted codes `(B, n, size_z)`, one linear head per region on a D-shaped trunk: D's own (`trunk=D`, shared, not registered here) or a new one (`trunk=None`)."
-    def __init__(self, n: int, size_z: int = 32, img_size: int = 128, ch: int = 64, trunk=None,
-                 self_attention: bool = False):
+    "δ: images `(B, 3, S, S)` -> predicted codes `(B, n, size_z)`, one linear head per region on a D-shaped trunk."
+    def __init__(self,
+                 n: int,  # number of regions: one head each
+                 size_z: int = 32,  # length of each code
+                 img_size: int = 128,  # of a new trunk, as in `DiscriminatorTrunk`
+                 ch: int = 64,  # of a new trunk, as in `DiscriminatorTrunk`
+                 trunk=None,  # a `Discriminator` whose trunk δ shares (not registered here); None: a new trunk
+                 self_attention: bool = False,  # of a new trunk, as in `DiscriminatorTrunk`
+                ):
         super().__init__()
         if trunk is None:
             self.trunk = DiscriminatorTrunk(img_size, ch, self_attention)
@@ -221,10 +250,19 @@ class ZEncoder(nn.Module):
 
 # %% ../nbs/04_models.ipynb #4f06c231
 class ReDO(nn.Module):
-    "The four ReDO networks: mask network `F`, region generators `G`, discriminator `D`, z-encoder `delta` (sharing D's trunk if `delta='shared'`), orthogonally initialised with `init_gain`."
-    def __init__(self, n: int = 2, img_size: int = 128, size_z: int = 32, ch_f: int = 16, ch_g: int = 32,
-                 ch_d: int = 64, self_attention: bool = True, delta: str = 'shared', init_gain=0.8,
-                 g_norm: str = 'instance'):
+    "The four ReDO networks: mask network `F`, region generators `G`, discriminator `D` and z-encoder `delta`."
+    def __init__(self,
+                 n: int = 2,  # number of regions
+                 img_size: int = 128,  # side of the square images, 4 * 2**k
+                 size_z: int = 32,  # length of each region's noise `z`
+                 ch_f: int = 16,  # width of F (`MaskNet`'s `ch`)
+                 ch_g: int = 32,  # width of the generators (`RegionGenerator`'s `ch`)
+                 ch_d: int = 64,  # width of D, and of δ's trunk when separate
+                 self_attention: bool = True,  # self-attention in G and D
+                 delta: str = 'shared',  # 'shared': δ uses D's trunk; 'separate': a trunk of its own
+                 init_gain=0.8,  # gain of the orthogonal initialisation of all four networks; None: PyTorch's default
+                 g_norm: str = 'instance',  # 'instance' or 'batch', for the generators' conditional norms
+                ):
         super().__init__()
         if delta not in ('shared', 'separate'):
             raise ValueError(f"ReDO: delta must be 'shared' or 'separate', got {delta!r}")
@@ -243,12 +281,21 @@ class ReDO(nn.Module):
         return self.F(I)
 
     @torch.no_grad()
-    def track_mask_mean(self, batch_mean, momentum: float = 0.98):
-        "Move `mask_mean` towards `batch_mean` `(n, H, W)`, the mean of F's masks over a training batch: an exponential moving average."
+    def track_mask_mean(self,
+                        batch_mean,  # the mean `(n, H, W)` of F's masks over a training batch
+                        momentum: float = 0.98,  # weight of the old `mask_mean`
+                       ):
+        "Move `mask_mean` towards `batch_mean`: an exponential moving average of F's masks over training batches."
         self.mask_mean.lerp_(batch_mean.to(self.mask_mean), 1 - momentum)
 
-    def generate(self, I, z=None, i=None, mode: str = 'single', generator=None) -> dict:
-        "Redraw images `I` `(B, 3, H, W)`: `mode='single'` one region `i` `(B,)` per image with `z` `(B, size_z)`; `mode='all'` every region with `z` `(B, n, size_z)`. Missing `i`, `z` are sampled; `i` may be a CPU tensor (the returned `i` is on I's device)."
+    def generate(self,
+                 I,  # real images `(B, 3, H, W)`
+                 z=None,  # noise: `(B, size_z)` for 'single', `(B, n, size_z)` for 'all'; None: sampled
+                 i=None,  # 'single': region to redraw in each image `(B,)`, may be a CPU tensor; None: sampled
+                 mode: str = 'single',  # 'single': one region per image; 'all': every region
+                 generator=None,  # `torch.Generator` for the sampled `i` and `z`
+                ) -> dict:
+        "Redraw images `I`: one region per image (`mode='single'`) or every region (`mode='all'`)."
         if mode not in ('single', 'all'):
             raise ValueError(f"ReDO.generate: mode must be 'single' or 'all', got {mode!r}")
         B = I.shape[0]

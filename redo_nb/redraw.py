@@ -31,8 +31,12 @@ def region_mask(M, i):
     return M.gather(1, i.view(B, 1, 1, 1).expand(B, 1, H, W))
 
 # %% ../nbs/01_redraw.ipynb #a1a0613f
-def redraw(I, M, V_i, i):
-    "Redraw region `i[b]` of each image: `(1 - M^i) * I + M^i * V_i` with images `I`, `V_i` `(B, C, H, W)`, masks `M` `(B, n, H, W)`, regions `i` `(B,)`."
+def redraw(I,  # real images `(B, C, H, W)`
+           M,  # masks `(B, n, H, W)`
+           V_i,  # new pixels of each image's region `(B, C, H, W)`
+           i,  # region to redraw in each image `(B,)`
+          ):
+    "Redraw region `i[b]` of each image `b`: `(1 - M^i) * I + M^i * V_i`, images `(B, C, H, W)`."
     if I.ndim != 4 or V_i.shape != I.shape:
         raise ValueError(f"redraw: I and V_i must both have shape (B, C, H, W), got {tuple(I.shape)} and {tuple(V_i.shape)}")
     if M.ndim != 4 or M.shape[0] != I.shape[0] or M.shape[2:] != I.shape[2:]:
@@ -41,14 +45,19 @@ def redraw(I, M, V_i, i):
     return (1 - M_i) * I + M_i * V_i
 
 # %% ../nbs/01_redraw.ipynb #2aa3b8f3
-def redraw_each(I, M, V):
-    "Redraw every region in turn: `(B, n, C, H, W)` whose entry `k` is image `I` with region `k` replaced by `V[:, k]` (`V` `(B, n, C, H, W)`)."
+def redraw_each(I,  # real images `(B, C, H, W)`
+                M,  # masks `(B, n, H, W)`
+                V,  # region pixels `(B, n, C, H, W)`
+               ):
+    "Redraw every region in turn: `(B, n, C, H, W)` whose entry `k` is `I` with region `k` replaced by `V[:, k]`."
     if M.ndim != 4 or V.ndim != 5 or V.shape[:2] != M.shape[:2] or V.shape[2:] != I.shape[1:] or M.shape[2:] != I.shape[2:]:
         raise ValueError(f"redraw_each: need I (B, C, H, W), M (B, n, H, W), V (B, n, C, H, W) that agree, got {tuple(I.shape)}, {tuple(M.shape)}, {tuple(V.shape)}")
     M_k = M.unsqueeze(2)
     return (1 - M_k) * I.unsqueeze(1) + M_k * V
 
 # %% ../nbs/01_redraw.ipynb #5d7eaeee
-def redraw_all(M, V):
-    "Redraw every region at once: `compose(M, V)`, the fully generated image `(B, C, H, W)` the released code feeds to the z-encoder. Does not depend on the real image."
+def redraw_all(M,  # masks `(B, n, H, W)`
+               V,  # region pixels `(B, n, C, H, W)`
+              ):
+    "Redraw every region at once: `compose(M, V)`, the fully generated image `(B, C, H, W)`, without the real image."
     return compose(M, V)

@@ -4,21 +4,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from redo_nb.cli import eval_cli, segment_cli, train_cli
-
-TINY = ['--size', '32', '--iters', '4', '--quiet', '--set', 'batch_size=4', '--set', 'ch_f=8', '--set', 'ch_g=8',
-        '--set', 'ch_d=8', '--set', 'eval_every=4', '--set', 'n_val=16', '--set', 'data_kwargs={"n_images": 32}',
-        '--set', 'num_threads=1']
+from redo_nb.cli import border_mass, eval_cli, segment_cli, train_cli
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_cli):
     "A tiny training run through the redo_train entry point in a subprocess."
     out = tmp_path_factory.mktemp('runs')
     code = 'from redo_nb.cli import train_cli; train_cli()'
-    r = subprocess.run([sys.executable, '-c', code, *TINY, '--out', str(out), '--name', 'tiny'], capture_output=True,
+    argv = [*tiny_cli(eval_every=4, n_val=16), '--out', str(out), '--name', 'tiny']
+    r = subprocess.run([sys.executable, '-c', code, *argv], capture_output=True,
                        text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr[-3000:]
     return out / 'tiny', r.stdout
@@ -49,7 +47,8 @@ def test_eval_cli(run, tmp_path):
     js = tmp_path / 's.json'
     scores = eval_cli([str(run[0] / 'best.pt'), '--split', 'val', '--set', 'n_images=16', '--json', str(js)])
     saved = json.loads(js.read_text())
-    assert saved['n_images'] == 16 and saved['scores']['model']['image']['iou'] == scores['model']['image']['iou']
+    assert saved['n_images'] == 16 == scores['model']['image']['n_images']  # --set n_images=16 reached the loader
+    assert saved['scores']['model']['image']['iou'] == scores['model']['image']['iou']
     assert saved['scores']['refined']['image']['iou'] == scores['refined']['image']['iou']
 
 
@@ -79,20 +78,73 @@ def test_segment_cli(run, tmp_path, capsys):
     assert 'not a readable' in _fails(segment_cli, [str(src / 'broken.png'), str(src), str(dst)], capsys)
 
 
-def test_train_on_a_user_folder_with_corrupt_files(tmp_path, monkeypatch, capsys):
+def test_train_on_a_user_folder_with_corrupt_files(tmp_path, capsys, tiny_cli, private_cache, one_thread):
     "redo_train --dataset folder: unlabelled and labelled photos train, masks evaluate, a corrupt file is skipped and reported."
-    from redo_nb.data import make_synthetic
-    monkeypatch.setenv('REDO_NB_CACHE', str(tmp_path / 'cache'))
+    from redo_nb.builtin import make_synthetic
     root = tmp_path / 'photos'; (root / 'images').mkdir(parents=True); (root / 'masks').mkdir()
     d = make_synthetic(12, 32, seed=5)
     for k in range(12):
         Image.fromarray(d.images[k].permute(1, 2, 0).numpy()).save(root / 'images' / f'img{k:02d}.png')
         if k < 6: Image.fromarray((d.masks[k].numpy() * 255).astype(np.uint8)).save(root / 'masks' / f'img{k:02d}.png')
     (root / 'images' / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not a jpeg')
-    tiny = TINY[:TINY.index('data_kwargs={"n_images": 32}') - 1] + TINY[TINY.index('data_kwargs={"n_images": 32}') + 1:]
-    argv = ['--dataset', 'folder', '--root', str(root), '--out', str(tmp_path / 'runs'), '--name', 'mine', *tiny]
+    argv = ['--dataset', 'folder', '--root', str(root), '--out', str(tmp_path / 'runs'), '--name', 'mine',
+            *tiny_cli(eval_every=4, n_val=16, data_kwargs={})]
     with pytest.warns(UserWarning, match=r'skipped 1 of 13 images.*broken\.jpg'):
         train_cli(argv)
     out = capsys.readouterr().out
     assert 'images scored: 6' in out
     assert json.loads((tmp_path / 'runs' / 'mine' / 'summary.json').read_text())['iterations'] == 4
+
+
+def test_border_mass_by_hand():
+    "border_mass: each region's mean mask value over the 4H - 4 border pixels."
+    M = torch.zeros(2, 2, 4, 4)
+    M[:, 1, 1:3, 1:3] = 1  # region 1: the 2 x 2 centre of both images
+    M[:, 0] = 1 - M[:, 1]
+    torch.testing.assert_close(border_mass(M), torch.tensor([1., 0.]))
+    M[0, 0, 0, 0], M[0, 1, 0, 0] = 0., 1.  # one border pixel of 12, in one image of 2, moves to region 1
+    torch.testing.assert_close(border_mass(M), torch.tensor([1 - 1 / 24, 1 / 24]))
+
+
+def _border_by_hand(M):
+    "Mean of each region over the first and last rows and columns of every image: (n,)."
+    rows = torch.cat([M[:, :, 0], M[:, :, -1], M[:, :, 1:-1, 0], M[:, :, 1:-1, -1]], -1)
+    return rows.mean((0, 2))
+
+
+def test_segment_cli_foreground_auto_picks_the_region_off_the_border(run, tmp_path, capsys):
+    """--foreground auto writes as 255 the region whose masks touch the image border least.
+
+    The trained model's own masks decide which region that is (border mass computed here by hand); a copy of the model
+    with its two regions swapped (F's last convolution negated) must write the same pixels while naming the other
+    region, so the choice follows the region, not its index."""
+    from redo_nb.builtin import make_synthetic
+    from redo_nb.engine import atomic_save, load_checkpoint
+    from redo_nb.inference import load_model, segment
+    ckpt = run[0] / 'best.pt'
+    model = load_model(ckpt)
+    src = tmp_path / 'in'; src.mkdir()
+    images = make_synthetic(6, 32, seed=3).images  # the model's own size: read and written without resampling
+    for k, x in enumerate(images): Image.fromarray(x.permute(1, 2, 0).numpy()).save(src / f'img{k}.png')
+    M = segment(model, images)  # what redo_segment computes (same batch, same precision)
+    border = _border_by_hand(M)
+    assert (border[0] - border[1]).abs() > 1e-3, f'the two regions touch the border equally ({border}): no test'
+    fg = int(border.argmin())
+    # the swapped model: sigmoid(-l) = 1 - sigmoid(l), so region 0 and region 1 trade places
+    ck = load_checkpoint(ckpt)
+    last = max(int(k.split('.')[2]) for k in ck['model'] if k.startswith('F.layers.'))
+    for part in ('weight', 'bias'): ck['model'][f'F.layers.{last}.1.{part}'] *= -1
+    atomic_save(ck, tmp_path / 'swapped.pt')
+    written = {}
+    for name, expect in (('best', fg), ('swapped', 1 - fg)):
+        dst = tmp_path / name
+        segment_cli([str(ckpt if name == 'best' else tmp_path / 'swapped.pt'), str(src), str(dst), '--foreground', 'auto'])
+        assert f'(foreground region {expect})' in capsys.readouterr().out, name
+        written[name] = np.stack([np.asarray(Image.open(dst / f'img{k}.png')) for k in range(6)])
+    want = ((M.argmax(1) == fg).numpy() * 255).astype(np.uint8)
+    assert np.array_equal(written['best'], want)
+    assert 0 < (want == 255).mean() < 1  # both values occur: the comparison says something
+    assert (written['swapped'] != want).mean() < 1e-3  # the same pixels (up to logits that round to exactly 0)
+    segment_cli([str(ckpt), str(src), str(tmp_path / 'other'), '--foreground', str(1 - fg)])
+    other = np.stack([np.asarray(Image.open(tmp_path / 'other' / f'img{k}.png')) for k in range(6)])
+    assert np.array_equal(other, 255 - want)  # naming the other region writes the complement

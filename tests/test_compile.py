@@ -4,12 +4,13 @@ import shutil, warnings
 import pytest
 import torch
 
-from redo_nb.train import Trainer, get_config, segment
+from redo_nb.inference import segment
+from redo_nb.train import Trainer
 
-pytestmark = pytest.mark.skipif(not (shutil.which('c++') or shutil.which('g++')),
-                                reason='torch.compile on a CPU needs a C++ compiler (none on PATH)')
-TINY = dict(img_size=32, batch_size=4, ch_f=8, ch_g=8, ch_d=8, val_split=None, progress=False, amp='off',
-            data_kwargs={'n_images': 32}, lambda_self=0.)
+pytestmark = [pytest.mark.skipif(not (shutil.which('c++') or shutil.which('g++')),
+                                 reason='torch.compile on a CPU needs a C++ compiler (none on PATH)'),
+              pytest.mark.usefixtures('one_thread')]
+# the trainers: conftest.py's tiny configuration (fp32, the paper's objective), without evaluation
 
 
 def _steps(t: Trainer, k: int) -> list:
@@ -22,11 +23,11 @@ def _steps(t: Trainer, k: int) -> list:
     return out
 
 
-def test_compiled_training_runs_and_matches_eager(tmp_path):
+def test_compiled_training_runs_and_matches_eager(tiny_config):
     "Three iterations compiled: the region sub-batches change between them (G runs eagerly), no fallback, losses as eager."
     torch.manual_seed(0)
-    eager = Trainer(get_config('cpu', **TINY, out_dir=str(tmp_path), name='eager'))
-    compiled = Trainer(get_config('cpu', **TINY, compile=True, out_dir=str(tmp_path), name='compiled'))
+    eager = Trainer(tiny_config(val_split=None, name='eager'))
+    compiled = Trainer(tiny_config(val_split=None, compile=True, name='compiled'))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         got = _steps(compiled, 3)
@@ -34,9 +35,9 @@ def test_compiled_training_runs_and_matches_eager(tmp_path):
     torch.testing.assert_close(torch.tensor(got), torch.tensor(_steps(eager, 3)), rtol=1e-3, atol=1e-4)
 
 
-def test_compiled_segment_matches_eager(tmp_path):
+def test_compiled_segment_matches_eager(tiny_config):
     "segment(compile=True) gives eager's masks, the last (padded) batch included, and keeps its compiled F for the next call."
-    model = Trainer(get_config('cpu', **TINY, out_dir=str(tmp_path))).model.eval()
+    model = Trainer(tiny_config(val_split=None)).model.eval()
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     ref = segment(model, images, batch_size=2, amp='off')
     with warnings.catch_warnings(record=True) as caught:

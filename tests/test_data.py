@@ -1,5 +1,9 @@
-"""Bad-input and integration tests for `redo_nb.data` (each runs in well under a second except the real-data ones)."""
+"""Bad-input and integration tests for reading data: `redo_nb.data`, `builtin`, `photos` and the registry `datasets`.
+
+Each runs in well under a second except the real-data ones."""
 import gzip
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -9,8 +13,11 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from redo_nb.data import (IGNORE, SegmentationData, cached, colored_mnist, get_dataset, image_folder,
-                          load_image, load_mnist, make_synthetic, oxford17_flowers)
+from redo_nb.builtin import colored_mnist, load_mnist, make_synthetic
+from redo_nb.data import IGNORE, SegmentationData, cached, load_image
+from redo_nb.datasets import dataset_names, get_dataset
+from redo_nb.photos import image_folder, oxford17_flowers
+from redo_nb.testing import fake_photo_folder
 
 SHARED = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 rng = np.random.default_rng(0)
@@ -149,10 +156,44 @@ def test_empty_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match='no images'): image_folder(tmp_path)
 
 
-def test_wrong_root_lists_contents(tmp_path):
+def test_root_one_level_too_deep_reads_the_photos(tmp_path):
+    folder(tmp_path, {'a.png': photo(), 'sub/b.png': photo()}, {'a.png': DISC})
+    data = image_folder(tmp_path / 'images', 16)  # the photos themselves: read, without masks
+    assert len(data) == 2 and not data.labelled.any()
+    assert len(image_folder(tmp_path / 'images', 16, images_dir='.', recursive=False)) == 1
+
+
+def test_plain_folder_of_photos(tmp_path):
+    root = fake_photo_folder(tmp_path / 'p', n=5, masks=False, subfolder=False)
+    data = image_folder(root, 16)
+    assert len(data) == 5 and not data.labelled.any() and data.name == 'p'
+
+
+def test_plain_folder_with_masks_never_reads_masks_as_photos(tmp_path):
+    root = fake_photo_folder(tmp_path / 'p', n=4, masks=True, subfolder=False)
+    assert (root / 'masks').is_dir() and (root / 'photo_000.jpg').is_file()
+    data = image_folder(root, 16)
+    assert len(data) == 4 and data.labelled.all()
+    assert set(data.masks.unique().tolist()) == {0, 1}
+
+
+def test_plain_folder_exclude(tmp_path):
+    root = fake_photo_folder(tmp_path / 'p', n=3, subfolder=False)
+    fake_photo_folder(root / 'val', n=2, subfolder=False, seed=1)
+    assert len(image_folder(root, 16)) == 3 + 2 + 2  # val's photos and (not being root/masks) its masks
+    assert len(image_folder(root, 16, exclude=['val'])) == 3
+
+
+def test_folder_without_images_names_it_and_its_contents(tmp_path):
+    (tmp_path / 'docs').mkdir(); (tmp_path / 'notes.txt').write_text('x')
+    with pytest.raises(FileNotFoundError, match=r'no images .*in .*it contains: docs/, notes\.txt') as e:
+        image_folder(tmp_path)
+    assert str(tmp_path) in str(e.value) and 'images_dir' not in str(e.value)
+
+
+def test_explicit_images_dir_must_exist(tmp_path):
     folder(tmp_path, {'a.png': photo()}, {})
-    with pytest.raises(FileNotFoundError, match=r"images_dir='\.'"): image_folder(tmp_path / 'images')
-    assert len(image_folder(tmp_path / 'images', 16, images_dir='.')) == 1
+    with pytest.raises(FileNotFoundError, match=r"no folder 'pics'.*images/"): image_folder(tmp_path, images_dir='pics')
 
 
 def test_oxford17_wrong_root(tmp_path):
@@ -214,7 +255,51 @@ def test_colored_mnist_from_idx_and_csv(tmp_path):
 
 def test_get_dataset_names():
     assert get_dataset('synthetic2', size=16, n_images=3).n_regions == 3
-    with pytest.raises(ValueError, match='known'): get_dataset('nope')
+    with pytest.raises(ValueError, match="unknown dataset 'nope'; known: colored_mnist, cub"): get_dataset('nope')
+    with pytest.raises(ValueError, match="did you mean 'synthetic'"): get_dataset('synthetik')
+    assert dataset_names() == ['colored_mnist', 'cub', 'flowers102', 'flowers_lfw', 'folder', 'lfw', 'oxford17',
+                               'synthetic', 'synthetic2']
+    assert dataset_names(downloads=True) == ['colored_mnist', 'cub', 'flowers102', 'flowers_lfw', 'lfw']
+
+
+def test_data_imports_no_dataset_module():
+    "No import cycle: the container knows nothing of the loaders; the registry knows them all without lazy imports."
+    code = ("import sys, redo_nb.data; "
+            "print(sorted(m for m in sys.modules if m.startswith('redo_nb.')))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    for name in ('builtin', 'photos', 'paper_datasets', 'datasets', 'testing'): assert f"'redo_nb.{name}'" not in out
+    code = "import sys, redo_nb.datasets; print(sorted(m for m in sys.modules if m.startswith('redo_nb.')))"
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert "'redo_nb.testing'" not in out and "'redo_nb.paper_datasets'" in out
+
+
+# --- the `folder` dataset's splits ----------------------------------------------------------------------------
+def test_folder_val_without_masks_is_unlabelled_not_an_error(tmp_path):
+    root = fake_photo_folder(tmp_path / 'p', n=4, masks=False, subfolder=False)
+    for split in ('val', 'test'):
+        d = get_dataset('folder', root, 16, split)
+        assert len(d) == 4 and not d.labelled.any()
+    assert len(get_dataset('folder', root, 16, 'train')) == 4
+
+
+def test_folder_val_with_masks_is_the_labelled_subset(tmp_path):
+    root = fake_photo_folder(tmp_path / 'p', n=5)
+    (root / 'masks' / 'photo_000.png').unlink()
+    val = get_dataset('folder', root, 16, 'val')
+    assert len(val) == 4 and val.labelled.all()
+    assert len(get_dataset('folder', root, 16, 'train')) == 5
+
+
+def test_folder_with_a_val_folder(tmp_path):
+    root = fake_photo_folder(tmp_path / 'p', n=5, masks=False, subfolder=False)
+    fake_photo_folder(root / 'val', n=2, subfolder=False, seed=1)
+    val = get_dataset('folder', root, 16, 'val')
+    assert len(val) == 2 and val.labelled.all()
+    assert len(get_dataset('folder', root, 16, 'train')) == 5  # the held-out val/ is not trained on
+    tv = tmp_path / 'tv'
+    fake_photo_folder(tv / 'train', n=3); fake_photo_folder(tv / 'val', n=2, masks=False)
+    assert len(get_dataset('folder', tv, 16, 'train')) == 3
+    assert len(get_dataset('folder', tv, 16, 'val')) == 2
 
 
 # --- real data (skipped when ../shared/data is absent) ------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for `redo_nb.datasets`: the loaders on miniature official layouts, downloads from a local server."""
+"""Tests for `redo_nb.paper_datasets`: the loaders on miniature official layouts, downloads from a local server."""
 import functools
 import hashlib
 import http.server
@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from redo_nb import datasets as ds
-from redo_nb.data import IGNORE, get_dataset
+from redo_nb import paper_datasets as ds
+from redo_nb.data import IGNORE
+from redo_nb.datasets import get_dataset
+from redo_nb.testing import fake_cub, fake_flowers102, fake_lfw
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +102,7 @@ def tgz_of(folder: Path, members, dest: Path) -> bytes:
 
 
 def test_flowers102_download_true_fetches_and_extracts(tmp_path, server, monkeypatch):
-    src = ds.fake_flowers102(tmp_path / 'src')
+    src = fake_flowers102(tmp_path / 'src')
     RangeServer.files['/102flowers.tgz'] = tgz_of(src, ['jpg'], tmp_path / 'f.tgz')
     RangeServer.files['/102segmentations.tgz'] = tgz_of(src, ['segmim'], tmp_path / 's.tgz')
     RangeServer.files['/setid.mat'] = (src / 'setid.mat').read_bytes()
@@ -117,17 +119,45 @@ def test_flowers102_download_true_fetches_and_extracts(tmp_path, server, monkeyp
 def test_missing_files_are_named_with_their_source(tmp_path, loader, names):
     with pytest.raises(FileNotFoundError) as e: loader(tmp_path / 'empty')
     for n in names: assert n in str(e.value)
+    assert 'download=True' in str(e.value) and '--download' in str(e.value)  # for Python and terminal users
+
+
+@pytest.mark.parametrize('name', ['flowers102', 'cub', 'lfw', 'flowers_lfw'])
+def test_get_dataset_missing_files_mention_download_flag(tmp_path, name):
+    with pytest.raises(FileNotFoundError, match='--download'): get_dataset(name, tmp_path / 'empty', 32, 'test')
+    with pytest.raises(ValueError, match='--download'): get_dataset(name, None)
+
+
+@pytest.mark.parametrize('name,fake,expected', [
+    ('flowers102', fake_flowers102, ['102flowers.tgz', '102segmentations.tgz', 'setid.mat']),
+    ('cub', fake_cub, ['CUB_200_2011.tgz', 'segmentations.tgz']),
+    ('lfw', fake_lfw, ['lfw-funneled.tgz', 'parts_lfw_funneled_gt_images.tgz'])])
+def test_get_dataset_download_true_reaches_download(tmp_path, monkeypatch, name, fake, expected):
+    "download=True through the registry: each missing archive goes to `download`; here a stand-in writes the tree."
+    calls = []
+    def fake_download(url, dest, md5=None, **kw):
+        calls.append((url, Path(dest).name))
+        fake(Path(dest).parent)
+        if not Path(dest).exists(): Path(dest).write_bytes(b'')  # an empty file: no archive to extract
+        return Path(dest)
+    monkeypatch.setattr(ds, 'download', fake_download)
+    root = tmp_path / 'missing'
+    with pytest.raises(FileNotFoundError): get_dataset(name, root, 32, 'test')  # without download=True: no call
+    assert calls == []
+    data = get_dataset(name, root, 32, 'test', download=True)
+    assert [n for _, n in calls] == expected and all(u.startswith('http') for u, _ in calls)
+    assert len(data) > 0 and data.labelled.all()
 
 
 def test_flowers102_missing_photo_listed_in_setid(tmp_path):
-    root = ds.fake_flowers102(tmp_path)
+    root = fake_flowers102(tmp_path)
     (root / 'jpg' / 'image_00005.jpg').unlink()
     with pytest.raises(FileNotFoundError, match='image_00005.jpg'): ds.flowers102(root, 32, 'train')
 
 
 # --- loaders on miniature official layouts ------------------------------------------------------------------
 def test_flowers102_splits_and_foreground(tmp_path):
-    root = ds.fake_flowers102(tmp_path)
+    root = fake_flowers102(tmp_path)
     sizes = {s: len(ds.flowers102(root, 32, s)) for s in ('train', 'val', 'test')}
     assert sizes == {'train': 3, 'val': 1, 'test': 2}  # the authors: train = tstid, test = trnid
     assert len(ds.flowers102(root, 32, 'train', official_split=True)) == 2
@@ -143,31 +173,31 @@ def test_flowers102_foreground_rule(tmp_path):
 
 
 def test_cub_split_file_and_fallback(tmp_path):
-    root = ds.fake_cub(tmp_path / 'cub')
+    root = fake_cub(tmp_path / 'cub')
     assert [len(ds.cub(root, 32, s)) for s in ('train', 'val', 'test')] == [4, 2, 2]
     assert len(ds.cub(root / 'CUB_200_2011', 32, 'val')) == 2  # root may also be the inner folder
     masks = ds.cub(root, 32, 'all').masks
     assert set(masks.unique().tolist()) == {0, 1}
-    root2 = ds.fake_cub(tmp_path / 'nosplit', with_split_file=False)
+    root2 = fake_cub(tmp_path / 'nosplit', with_split_file=False)
     with pytest.warns(UserWarning, match='split'):
         parts = [ds.cub(root2, 32, s) for s in ('train', 'val', 'test')]
     assert sum(map(len, parts)) == 8
 
 
 def test_lfw_train_unlabelled_test_labelled(tmp_path):
-    root = ds.fake_lfw(tmp_path)
+    root = fake_lfw(tmp_path)
     train, test = ds.lfw(root, 32, 'train'), ds.lfw(root, 32, 'test')
     assert not train.labelled.any() and (train.masks == IGNORE).all()
     assert test.labelled.all() and set(test.masks.unique().tolist()) == {0, 1}
 
 
 def test_lfw_missing_split_list_names_the_url(tmp_path):
-    root = ds.fake_lfw(tmp_path)
+    root = fake_lfw(tmp_path)
     (root / 'test.txt').unlink()
     with pytest.raises(FileNotFoundError, match='datasplits/LFW/test.txt'): ds.lfw(root, 32, 'test')
 
 
 def test_flowers_lfw_per_source(tmp_path):
-    ds.fake_flowers102(tmp_path / 'flowers102'); ds.fake_lfw(tmp_path / 'lfw')
+    fake_flowers102(tmp_path / 'flowers102'); fake_lfw(tmp_path / 'lfw')
     mix = get_dataset('flowers_lfw', tmp_path, 32, 'test')
     assert set(mix.sources) == {'flowers102', 'lfw'} and len(mix.source_subset('lfw')) == 2

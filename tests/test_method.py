@@ -1,37 +1,82 @@
 "Cross-module checks of the method's building blocks: masks -> redraw -> objectives -> metrics."
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from redo_nb.generative import IGNORE, check_masks, compose, logits_to_masks, sample_mask_prior, sample_region_pixels
+from redo_nb.generative import IGNORE, compose, sample_mask_prior, sample_region_pixels
 from redo_nb.losses import discriminator_objective, generator_objective, lambda_z
 from redo_nb.metrics import best_centred_disc, segmentation_scores
-from redo_nb.redraw import redraw, redraw_all, redraw_each, region_mask, sample_regions
+from redo_nb.redraw import redraw, redraw_all, redraw_each, region_mask
+from redo_nb.train import Trainer
 
 DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'oxford17_flowers' / 'labels_256'
 
 
-def test_generator_step_reaches_every_learner():
-    "One generator step of Algorithm 1 with stand-in linear networks: gradients reach F, G and delta, not D's input image."
-    g = torch.Generator().manual_seed(0)
-    B, n, size_z, H = 4, 3, 5, 8
-    I = torch.rand(B, 3, H, H, generator=g) * 2 - 1
-    logits = torch.randn(B, n, H, H, generator=g, requires_grad=True)    # stands for F(I)
-    G = torch.nn.Linear(size_z, 3 * H * H)                               # stands for G_i
-    delta = torch.nn.Linear(3 * H * H, size_z)
-    D = torch.nn.Linear(3 * H * H, 1)
-    M = check_masks(logits_to_masks(logits))
-    i = sample_regions(B, n, generator=g)
-    z = torch.randn(B, size_z, generator=g)
-    fake = redraw(I, M, torch.tanh(G(z)).view(B, 3, H, H), i)
-    loss, parts = generator_objective(D(fake.flatten(1)), delta(fake.flatten(1)), z, lambda_z(n, size_z))
-    loss.backward()
-    assert logits.grad.abs().sum() > 0 and G.weight.grad.abs().sum() > 0 and delta.weight.grad.abs().sum() > 0
-    assert parts['z'] > 0
-    d_loss, _ = discriminator_objective(D(I.flatten(1)), D(fake.detach().flatten(1)))
-    assert d_loss.item() >= 0
+def test_objectives_by_hand():
+    "The hinge losses and the z-reconstruction term of Algorithm 1 on numbers small enough to add up by hand."
+    loss, parts = discriminator_objective(torch.tensor([2., 0.5, -1.]), torch.tensor([-3., 0.]))
+    # real: relu(1 - d) = 0, 0.5, 2 (mean 5/6); fake: relu(1 + d) = 0, 1 (mean 1/2)
+    torch.testing.assert_close(parts['real'], torch.tensor(5 / 6))
+    torch.testing.assert_close(parts['fake'], torch.tensor(0.5))
+    torch.testing.assert_close(loss, torch.tensor(5 / 6 + 0.5))
+    z, z_hat = torch.tensor([[0., 1.], [2., -1.]]), torch.tensor([[1., 1.], [2., 1.]])  # squared errors 1 and 4
+    loss, parts = generator_objective(torch.tensor([1., -1., 3.]), z_hat, z, 0.5)
+    torch.testing.assert_close(parts['adv'], torch.tensor(-1.))
+    torch.testing.assert_close(parts['z'], torch.tensor(2.5))
+    torch.testing.assert_close(loss, torch.tensor(-1. + 0.5 * 2.5))
+    assert lambda_z(2, 32) == 5 / 64 and lambda_z(2, 8, 20.) == 1.25  # the paper's 5 / (n size_z); the cpu preset's 20
+
+
+def test_training_steps_compute_algorithm_1_with_the_real_networks(tiny_config, one_thread):
+    """One generator step and one discriminator step of the `Trainer` (the real ReDO networks at tiny sizes), recomputed
+    here from the same draws: F's masks, G_i's region, the redraw, D and delta's heads, the objectives; the generator step
+    moves F, G and delta and no gradient reaches D; the discriminator step moves D alone."""
+    t = Trainer(tiny_config(delta='shared'))  # the paper's delta
+    B, n, size_z = t.cfg.batch_size, t.cfg.n, t.cfg.size_z
+    lam = 20 / (n * size_z)  # the cpu preset's lambda_z_scale = 20
+    m = copy.deepcopy(t.model)  # the networks before the step (train mode: spectral norms iterate as in the step)
+    g = torch.Generator().set_state(t.gen.get_state())
+    I = t.images[torch.randint(len(t.images), (B,), generator=g)].float() / 127.5 - 1
+    i, z = torch.randint(n, (B,), generator=g), torch.randn(B, size_z, generator=g)
+    logs = t.generator_step()
+    with torch.no_grad():
+        M = m.F(I)
+        M_i = M[torch.arange(B), i].unsqueeze(1)
+        fake = (1 - M_i) * I + M_i * m.G(M, z, i)
+        d, feats = m.D(fake, return_features=True)
+        z_hat = m.delta.heads(feats).view(B, n, size_z)[torch.arange(B), i]
+    rec = (z_hat - z).pow(2).sum(1).mean()
+    close = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    close(logs['g_adv'], -d.mean())
+    close(logs['g_z'], rec)
+    close(logs['loss_g'], -d.mean() + lam * rec)
+    for k in range(n): close(logs[f'area{k}'], M[:, k].mean())
+    for name in ('F', 'G'):
+        assert all(p.grad is not None for p in getattr(t.model, name).parameters()), name
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in t.model.delta.heads.parameters())
+    assert all(p.grad is None for p in t.model.D.parameters())
+    for name in ('F', 'G', 'D'):
+        moved = [not torch.equal(a, b) for a, b in zip(getattr(m, name).parameters(), getattr(t.model, name).parameters())]
+        assert any(moved) == (name != 'D'), name
+
+    m = copy.deepcopy(t.model)
+    g = torch.Generator().set_state(t.gen.get_state())
+    real, I = (t.images[torch.randint(len(t.images), (B,), generator=g)].float() / 127.5 - 1 for _ in range(2))
+    i, z = torch.randint(n, (B,), generator=g), torch.randn(B, size_z, generator=g)
+    logs = t.discriminator_step()
+    with torch.no_grad():
+        M = m.F(I)
+        M_i = M[torch.arange(B), i].unsqueeze(1)
+        d = m.D(torch.cat([real, (1 - M_i) * I + M_i * m.G(M, z, i)]))
+    close(logs['d_real'], torch.relu(1 - d[:B]).mean())
+    close(logs['d_fake'], torch.relu(1 + d[B:]).mean())
+    close(logs['loss_d'], torch.relu(1 - d[:B]).mean() + torch.relu(1 + d[B:]).mean())
+    for name in ('F', 'G', 'D'):
+        moved = [not torch.equal(a, b) for a, b in zip(getattr(m, name).parameters(), getattr(t.model, name).parameters())]
+        assert any(moved) == (name == 'D'), name
 
 
 def test_redraw_variants_agree_on_hard_masks():
@@ -46,7 +91,19 @@ def test_redraw_variants_agree_on_hard_masks():
         assert torch.equal(each[:, k], redraw(I, M, V[:, k], i))
         keep = region_mask(M, i).expand_as(I) == 0
         assert torch.equal(each[:, k][keep], I[keep])
-    torch.testing.assert_close(redraw_all(M, V), compose(M, V))
+    # redrawing every region in turn leaves nothing of I: the fully generated image, each pixel from its region's V
+    x = I
+    for k in range(n): x = redraw(x, M, V[:, k], torch.full((B,), k))
+    label = M.argmax(1)[:, None, None].expand(B, 1, 3, H, H)
+    by_label = V.gather(1, label).squeeze(1)
+    assert torch.equal(x, by_label) and torch.equal(redraw_all(M, V), by_label)
+
+
+def test_redraw_all_on_soft_masks_by_hand():
+    "redraw_all mixes the regions' pixels by the masks' weights: 0.25 * 1 + 0.75 * (-1) = -0.5 at every pixel."
+    M = torch.stack([torch.full((2, 2), 0.25), torch.full((2, 2), 0.75)])[None]
+    V = torch.stack([torch.ones(3, 2, 2), -torch.ones(3, 2, 2)])[None]
+    torch.testing.assert_close(redraw_all(M, V), torch.full((1, 3, 2, 2), -0.5))
 
 
 def test_prior_masks_score_perfectly_against_their_own_labels():

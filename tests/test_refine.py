@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as nnf
-from redo_nb.data import make_synthetic, oxford17_flowers
+from redo_nb.builtin import make_synthetic
+from redo_nb.photos import oxford17_flowers
 from redo_nb.metrics import best_centred_disc, centred_disc, masks_to_labels, segmentation_scores
 from redo_nb.refine import refine_masks
 

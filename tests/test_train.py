@@ -5,17 +5,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from redo_nb.train import Trainer, get_config, load_checkpoint
+from redo_nb.config import get_config
+from redo_nb.engine import load_checkpoint
+from redo_nb.train import Trainer
 
-# a model small enough for a few iterations per second on one CPU thread
-TINY = dict(img_size=32, batch_size=4, ch_f=8, ch_g=8, ch_d=8, n_val=8, progress=False, num_threads=1,
-            data_kwargs={'n_images': 32}, log_every=1, eval_every=20, ckpt_every=4,
-            collapse_check_every=10, collapse_check_until=20)
+# the tiny configuration (conftest.py), logged at every step, checkpointed every 4 steps, with collapse checks
+RUN = dict(log_every=1, eval_every=20, ckpt_every=4, collapse_check_every=10, collapse_check_until=20)
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
 
 
-def _train_cmd(out, name, iters, resume=False):
-    cfg = dict(TINY, out_dir=str(out), name=name, iters=iters, resume=resume)
+def _train_cmd(tiny, out, name, iters, resume=False):
+    cfg = tiny(**RUN, out_dir=str(out), name=name, iters=iters, resume=resume)
     code = f"from redo_nb.train import train; train('cpu', **{cfg!r})"
     return [sys.executable, '-c', code]
 
@@ -26,10 +26,10 @@ def _loss_records(run):
     return [{k: v for k, v in r.items() if k != 'minutes'} for r in recs if 'loss_g' in r]
 
 
-def test_resume_after_sigkill_is_exact(tmp_path):
+def test_resume_after_sigkill_is_exact(tmp_path, tiny):
     iters = 24
-    full = subprocess.Popen(_train_cmd(tmp_path, 'full', iters), env=ENV)
-    killed = subprocess.Popen(_train_cmd(tmp_path, 'killed', iters), env=ENV)
+    full = subprocess.Popen(_train_cmd(tiny, tmp_path, 'full', iters), env=ENV)
+    killed = subprocess.Popen(_train_cmd(tiny, tmp_path, 'killed', iters), env=ENV)
     run = tmp_path / 'killed'
     deadline = time.time() + 120
     # wait for a checkpoint after the first one, so the kill lands mid-run with a real history behind it
@@ -41,7 +41,7 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     for p in run.glob('*.pt'):  # every complete checkpoint loads safely
         ck = torch.load(p, weights_only=True)
         assert 0 < ck['iteration'] < iters
-    resumed = subprocess.run(_train_cmd(tmp_path, 'killed', iters, resume=True), env=ENV, timeout=120)
+    resumed = subprocess.run(_train_cmd(tiny, tmp_path, 'killed', iters, resume=True), env=ENV, timeout=120)
     assert resumed.returncode == 0
     assert full.wait(timeout=120) == 0
     assert not list(run.glob('.*.tmp')), 'a partial checkpoint was left behind'
@@ -54,7 +54,8 @@ def test_resume_after_sigkill_is_exact(tmp_path):
 
 DDP_SCRIPT = '''
 import sys, torch, torch.distributed as dist
-from redo_nb.train import Trainer, get_config
+from redo_nb.config import get_config
+from redo_nb.train import Trainer
 cfg = get_config('cpu', out_dir=sys.argv[1], name='ddp', iters=3, **{tiny!r})
 t = Trainer(cfg)
 w0 = torch.cat([p.detach().flatten() for p in t.model.parameters()]).clone()
@@ -65,9 +66,11 @@ dist.destroy_process_group()
 '''
 
 
-def test_two_processes_stay_in_sync(tmp_path):
+def test_two_processes_stay_in_sync(tmp_path, tiny):
     script = tmp_path / 'ddp.py'
-    script.write_text(DDP_SCRIPT.format(tiny=dict(TINY, eval_every=3, ckpt_every=3)))
+    # batch_size=16: each rank's batch draws both regions (all 16 in one region: 2 ** -15 per step), which
+    # average_gradients needs today (see the next test)
+    script.write_text(DDP_SCRIPT.format(tiny=tiny(**{**RUN, 'eval_every': 3, 'ckpt_every': 3, 'batch_size': 16})))
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script), str(tmp_path)]
     r = subprocess.run(cmd, env=ENV, timeout=180, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -80,8 +83,24 @@ def test_two_processes_stay_in_sync(tmp_path):
     assert load_checkpoint(tmp_path / 'ddp' / 'last.pt')['iteration'] == 3
 
 
-def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
-    t = Trainer(get_config('cpu', out_dir=str(tmp_path), name='nan', iters=4, **dict(TINY, ckpt_every=2)))
+@pytest.mark.xfail(strict=True, reason=(
+    "library bug: engine.average_gradients all-reduces only the gradients that exist, so a rank whose batch drew no "
+    "image for some region (G_k without a gradient) sends a shorter buffer than the other ranks and gloo aborts "
+    "('Received data size doesn't match expected size'); likely with n > 2 regions and small per-rank batches"))
+def test_average_gradients_sends_the_same_buffer_when_a_region_was_not_drawn(monkeypatch):
+    "Every rank must all-reduce a buffer of the same size, whatever gradients are missing on it (a missing one is zero)."
+    from redo_nb import engine
+    sizes = []
+    monkeypatch.setattr(engine.dist, 'all_reduce', lambda t, *a, **kw: sizes.append(t.numel()))  # one rank's view
+    drawn, not_drawn = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    drawn.grad = torch.full((3,), 4.)
+    engine.average_gradients([drawn, not_drawn], world=2)
+    assert sizes == [5], f'all-reduced {sizes} values; a rank with both gradients sends 5'
+    assert torch.equal(drawn.grad, torch.full((3,), 2.))  # the sum (here: this rank's alone) over 2 ranks
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, one_thread):
+    t = Trainer(get_config('cpu', out_dir=str(tmp_path), name='nan', iters=4, **tiny(**{**RUN, 'ckpt_every': 2})))
     t.fit()
     t.cfg.iters = 8
     with torch.no_grad(): next(t.model.D.parameters()).fill_(float('nan'))

@@ -12,14 +12,30 @@ reproduces what `nbdev_docs` does up to the point where Quarto takes over, and c
    repository's `_proc/` is left alone). A processor that raises, and nbdev's warning about cells that
    mix imports with other code, are failures;
 2. the source notebooks must hold no error outputs and no tracebacks on stderr;
-3. every function and class in each module's `__all__` must have a docstring and a `show_doc` cell in
+3. stored `show_doc` outputs must be current: for every code cell that is a single `show_doc(X)` call, `X` is
+   looked up in the notebook's module (`#| default_exp name` -> `redo_nb.name`, then the notebook's imports),
+   rendered now with nbdev's `show_doc` (the markdown renderer that made the stored `text/markdown`), and its
+   signature, title and docstring compared with the stored output, which is what GitHub and Jupyter show
+   (the site re-runs `show_doc`); a difference, or no stored output, says to re-execute the notebook;
+4. markdown source of the notebooks (outside code): pipe-table rows must have as many cells as their
+   header, counted the way Quarto's pandoc splits them (a `|` inside `$...$` math splits a cell unless
+   escaped; write `\\vert`), and no table-like line may sit outside a table; links must work on GitHub, in
+   Jupyter and on the site: notebooks link each other with relative `X.ipynb` links (optionally `#anchor`),
+   which must exist; a link to a page of the site (`train.html`) is a failure naming the `.ipynb` to link
+   instead; relative links to files that do not exist in the repository are failures;
+5. every function and class in each module's `__all__` must have a docstring and a `show_doc` cell in
    its notebook, written by hand or added by nbdev's `add_show_docs`; no name may be exported by two
    modules (nbdev's doc links would pick one); constants never mentioned in the prose are notes;
-4. `_quarto.yml`'s sidebar and navbar must point at notebooks/pages that exist;
-5. each processed notebook is rendered to HTML with nbconvert (with the Quarto directives nbdev
-   relies on applied: title from the front matter, `echo: false`, `include: false`, `output: false`),
-   and checked statically: title, local images and links to other pages of the site exist;
-6. browser check (skip with `--no-browser`): the HTML folder is served on 127.0.0.1 by
+6. results tables (between `<!-- results-table:start -->` and `<!-- results-table:end -->`) must be what
+   `tools/results_table.py` makes of `benchmarks/results/headline.json`;
+7. `_quarto.yml`'s sidebar and navbar must point at notebooks/pages that exist;
+8. each processed notebook is rendered to HTML with nbconvert (with the Quarto directives nbdev
+   relies on applied: title from the front matter, `echo: false`, `include: false`, `output: false`, and
+   `X.ipynb` links rewritten to their pages, `05_train.ipynb` -> `train.html`, as Quarto does), and checked
+   statically: title, local images and links to other pages of the site exist (any page of the site, also
+   when only some notebooks are checked), and no markdown table is left as raw text outside `<pre>`/`<code>`
+   (a `|---|` line, or a line that starts with `| ` and ends with ` |`);
+9. browser check (skip with `--no-browser`): the HTML folder is served on 127.0.0.1 by
    `python -m http.server` and every page is loaded by headless Chromium, with every other host
    blocked so the result does not depend on the network. A small script injected into each page
    reports, once the page has loaded, its title, its `<h1>`, every `<img>` that failed to load
@@ -163,6 +179,347 @@ def sidebar_problems(quarto_yml, nbs_path, pages):
             res.append(f'_quarto.yml navbar: {href} is not a page of the site')
     return res
 
+# --------------------------------------------------------------------------- stored show_doc outputs
+
+_re_exp = re.compile(r'^\s*#\|\s*default_exp\s+(\S+)', re.MULTILINE)
+_re_fence = re.compile(r'```python\n(.*?)\n```', re.DOTALL)
+_re_heading = re.compile(r'^(#+)[ \t]+(.+?)[ \t]*$', re.MULTILINE)
+
+def default_exp(nb):
+    "The module a notebook exports to (its `#| default_exp` name), or None."
+    for cell in nb.cells:
+        if cell.cell_type == 'code' and (m := _re_exp.search(cell.source)): return m.group(1)
+    return None
+
+def _code(src):
+    "A code cell's source without `#|` directives and magics."
+    return '\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('#|', '%', '!')))
+
+def showdoc_call(cell):
+    "The `ast.Call` when the code cell `cell` is a single `show_doc(...)` call, else None."
+    if cell.cell_type != 'code': return None
+    try: tree = ast.parse(_code(cell.source))
+    except SyntaxError: return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr): return None
+    call = tree.body[0].value
+    ok = isinstance(call, ast.Call) and getattr(call.func, 'id', None) == 'show_doc' and call.args
+    return call if ok else None
+
+def _split_showdoc(md):
+    "(heading, signature, rest) of `show_doc`'s markdown: the `### name` line, the python block, what follows it."
+    fence = _re_fence.search(md)
+    head = _re_heading.search(md, 0, fence.start() if fence else len(md))
+    sig = '\n'.join(l.rstrip() for l in fence.group(1).splitlines()) if fence else None
+    rest = '\n'.join(l.rstrip() for l in md[fence.end():].strip().splitlines()) if fence else md.strip()
+    return (head.group(2) if head else None), sig, rest
+
+def _strip_comment(line):
+    "(code, comment) of a signature line: docments put each parameter's comment after `#`."
+    quote = None
+    for k, ch in enumerate(line):
+        if quote:
+            if ch == quote: quote = None
+        elif ch in '\'"': quote = ch
+        elif ch == '#': return line[:k], line[k + 1:].strip()
+    return line, ''
+
+def _split_top(s, sep=','):
+    "`s` split at `sep` outside brackets and quotes."
+    items, cur, depth, quote = [], '', 0, None
+    for ch in s:
+        if quote:
+            if ch == quote: quote = None
+        elif ch in '\'"': quote = ch
+        elif ch in '([{': depth += 1
+        elif ch in ')]}': depth -= 1
+        elif ch == sep and depth == 0:
+            items.append(cur)
+            cur = ''
+            continue
+        cur += ch
+    return [i.strip() for i in items + [cur] if i.strip()]
+
+def _sig_parts(sig):
+    "(start, parameters, end, comments) of a signature that `show_doc` wrote, e.g. ('def f', ['x:int=1'], '->int:', [...])."
+    code, comments = zip(*(_strip_comment(l) for l in sig.splitlines())) if sig.strip() else ((), ())
+    flat = ' '.join(' '.join(code).split())
+    i, depth = flat.find('('), 0
+    if i < 0: return flat, [], '', [c for c in comments if c]
+    for j in range(i, len(flat)):
+        depth += {'(': 1, ')': -1}.get(flat[j], 0)
+        if depth == 0: break
+    return flat[:i].strip(), _split_top(flat[i + 1:j]), flat[j + 1:].strip(), [c for c in comments if c]
+
+def _short(s, n=100): return s if len(s) <= n else s[:n - 3] + '...'
+
+def _sig_diff(old, new):
+    "What changed between two signatures, in words: parameters added and removed, return type, comments."
+    import difflib
+    (h0, p0, r0, c0), (h1, p1, r1, c1) = _sig_parts(old), _sig_parts(new)
+    fmt = lambda xs: ', '.join(f'`{_short(x, 80)}`' for x in xs[:6]) + (f' (+{len(xs) - 6} more)' if len(xs) > 6 else '')
+    parts = []
+    if h0 != h1: parts.append(f'`{_short(h1, 60)}(` instead of `{_short(h0, 60)}(`')
+    removed, added = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, p0, p1, autojunk=False).get_opcodes():
+        if op in ('replace', 'delete'): removed += p0[i1:i2]
+        if op in ('replace', 'insert'): added += p1[j1:j2]
+    if added: parts.append(f'now has {fmt(added)}')
+    if removed: parts.append(f'the stored output has {fmt(removed)}')
+    if r0 != r1: parts.append(f'ends `{_short(r1, 60)}` instead of `{_short(r0, 60)}`')
+    if not parts and c0 != c1:
+        parts.append(f'the parameters\' comments (docments) differ: now {len(c1)} comments'
+                     + (f', first "{_short(c1[0], 60)}"' if c1 else '') + f'; stored {len(c0)}')
+    return '; '.join(parts) or 'line breaks differ'
+
+def _first_diff(a, b, width=60):
+    "The two texts around where they first differ."
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    lo = max(0, i - 20)
+    cut = lambda s: ('...' if lo else '') + s[lo:lo + width].replace('\n', ' ') + ('...' if len(s) > lo + width else '')
+    return cut(a), cut(b)
+
+def _notebook_imports(nb):
+    "The import statements of the notebook's code cells, as (source, ast.Module) pairs."
+    res = []
+    for cell in nb.cells:
+        if cell.cell_type != 'code': continue
+        try: tree = ast.parse(_code(cell.source))
+        except SyntaxError: continue
+        res += [ast.Module([node], []) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return res
+
+def showdoc_namespace(nb, lib_name):
+    "What `show_doc(X)` cells see: the notebook's module `lib_name.<default_exp>` (and, lazily, its imports)."
+    import importlib
+    exp = default_exp(nb)
+    ns = {}
+    if exp:
+        ns.update(vars(importlib.import_module(f'{lib_name}.{exp}')))
+    return ns, exp
+
+def showdoc_problems(nb, lib_name):
+    """Code cells of the source notebook `nb` that are a single `show_doc(X)` call whose stored output no longer
+    matches what `show_doc(X)` renders now (signature, name or docstring): GitHub and Jupyter show the stored output."""
+    from nbdev.showdoc import show_doc
+    calls = [(i, cell, c) for i, cell in enumerate(nb.cells) if (c := showdoc_call(cell)) is not None]
+    if not calls: return []
+    try: ns, exp = showdoc_namespace(nb, lib_name)
+    except Exception as e:
+        return [f'show_doc outputs not checked: cannot import the notebook\'s module: {type(e).__name__}: {e}']
+    imports_done, res, missing = False, [], []
+    fix = 're-execute the notebook (GitHub and Jupyter show the stored output)'
+    for i, cell, call in calls:
+        expr = ast.unparse(call)
+        while True:
+            try:
+                r = eval(compile(ast.Expression(call), f'<cell {i}>', 'eval'), dict(ns, show_doc=show_doc))
+                break
+            except NameError as e:
+                if imports_done:
+                    r = e
+                    break
+                for mod in _notebook_imports(nb):  # names the notebook imports from elsewhere
+                    try: exec(compile(mod, '<imports>', 'exec'), ns)
+                    except Exception: pass
+                imports_done = True
+            except Exception as e:
+                r = e
+                break
+        if isinstance(r, Exception):
+            res.append(f'cell {i}: cannot render {expr} now: {type(r).__name__}: {r}')
+            continue
+        now = r._repr_markdown_() if hasattr(r, '_repr_markdown_') else None
+        if now is None: continue
+        stored = [o for o in cell.get('outputs', []) if 'text/markdown' in o.get('data', {})]
+        if not stored:
+            missing.append((i, expr))
+            continue
+        md = stored[0].data['text/markdown']
+        old_h, old_sig, old_rest = _split_showdoc(''.join(md) if isinstance(md, list) else md)
+        new_h, new_sig, new_rest = _split_showdoc(now)
+        stale = []
+        if old_sig != new_sig:
+            stale.append('an old signature: ' + (_sig_diff(old_sig, new_sig) if old_sig and new_sig
+                                                 else f'stored {old_sig!r}, now {new_sig!r}'))
+        elif old_h != new_h: stale.append(f'an old title: {old_h!r}, now {new_h!r}')
+        if old_rest != new_rest:
+            a, b = _first_diff(old_rest, new_rest)
+            stale.append(f'an old docstring: stored "{a}", now "{b}"')
+        if stale: res.append(f'cell {i}: the stored output of {expr} shows ' + '; and '.join(stale) + f': {fix}')
+    if len(missing) == 1: res.append(f'cell {missing[0][0]}: {missing[0][1]} has no stored output: {fix}')
+    elif missing:
+        res.append(f'{len(missing)} show_doc cells have no stored output (cells '
+                   + ', '.join(f'{i}: {_short(e, 60)}' for i, e in missing) + f'): {fix}')
+    return res
+
+# --------------------------------------------------------------------------- markdown source: tables and links
+
+_re_fence_line = re.compile(r'^\s{0,3}(`{3,}|~{3,})')
+_re_table_sep = re.compile(r'^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$')
+
+def _prose_lines(src):
+    "(line number, line) of a markdown source outside fenced code blocks."
+    fence = None
+    for k, line in enumerate(src.splitlines()):
+        m = _re_fence_line.match(line)
+        if fence:
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip().strip(fence[0]):
+                fence = None
+            continue
+        if m:
+            fence = m.group(1)
+            continue
+        yield k, line
+
+def _code_spans(line):
+    "(start, end) of the inline code spans of a line: a run of backticks up to the next run of the same length."
+    spans, i = [], 0
+    while (i := line.find('`', i)) >= 0:
+        j = i
+        while j < len(line) and line[j] == '`': j += 1
+        tick = line[i:j]
+        m = re.compile(rf'(?<!`){tick}(?!`)').search(line, j)
+        if not m:
+            i = j
+            continue
+        spans.append((i, m.end()))
+        i = m.end()
+    return spans
+
+def _without_code(line, fill=' '):
+    "The line with its inline code spans blanked out (same length)."
+    for a, b in _code_spans(line): line = line[:a] + fill * (b - a) + line[b:]
+    return line
+
+def pipe_cells(line):
+    """The cells of a pipe-table row the way Quarto's pandoc splits it: at every `|` not escaped as `\\|` and not inside
+    an inline code span; a `|` inside `$...$` math does split the cell."""
+    s = _without_code(line, '\0').strip()
+    cuts, i = [], 0
+    while i < len(s):
+        if s[i] == '\\': i += 2; continue
+        if s[i] == '|': cuts.append(i)
+        i += 1
+    if cuts and cuts[0] == 0: cuts, s0 = cuts[1:], 1
+    else: s0 = 0
+    end = len(s)
+    if cuts and cuts[-1] == len(s) - 1: cuts, end = cuts[:-1], len(s) - 1
+    bounds = [s0 - 1] + cuts + [end]
+    return [line.strip()[bounds[k] + 1:bounds[k + 1]].strip() for k in range(len(bounds) - 1)]
+
+def _math_with_bar(line):
+    "Inline math spans `$...$` of a line that hold an unescaped `|`."
+    line = _without_code(line)
+    return [m.group(0) for m in re.finditer(r'(?<![\\$])\$(?!\$)([^$]+?)(?<!\\)\$', line)
+            if re.search(r'(?<!\\)\|', m.group(1))]
+
+_re_row_like = re.compile(r'^\s*\|.*\|\s*$')
+
+def pipe_table_problems(src):
+    """Rows of the pipe tables in markdown `src` whose cell count differs from their header's (as Quarto's pandoc counts
+    them), and table-like lines (`| a | b |`) that belong to no table (after a blank line, or with no separator line
+    under a header): both show as raw text on the page."""
+    res, lines, in_table = [], list(_prose_lines(src)), set()
+    k = 1
+    while k < len(lines):
+        (hk, head), (sk, sep) = lines[k - 1], lines[k]
+        if '|' not in sep or not _re_table_sep.match(sep) or not head.strip() or sk != hk + 1:
+            k += 1
+            continue
+        n = len(pipe_cells(head))
+        rows = [(sk, sep)]
+        j = k + 1
+        while j < len(lines) and lines[j][0] == lines[j - 1][0] + 1 and lines[j][1].strip() and '|' in lines[j][1]:
+            rows.append(lines[j])
+            j += 1
+        in_table.update([hk] + [lk for lk, _ in rows])
+        for lk, row in rows:
+            m = len(pipe_cells(row))
+            if m == n: continue
+            what = 'separator line' if lk == sk else 'row'
+            msg = f'line {lk + 1}: table {what} has {m} cells, its header {n} (pandoc, Quarto\'s renderer, counts every `|`)'
+            if maths := _math_with_bar(row):
+                msg += (f': the `|` in {", ".join(_short(x, 40) for x in maths[:3])} splits the cell: write '
+                        r'`\vert` (`\lvert ... \rvert` for |x|; `\|` is a double bar in TeX)')
+            res.append(f'{msg}: {_short(row.strip(), 120)}')
+        k = j + 1
+    orphans = [(lk, l) for lk, l in lines if lk not in in_table and _re_row_like.match(l) and len(pipe_cells(l)) > 1]
+    groups = []
+    for lk, l in orphans:
+        if groups and lk == groups[-1][-1][0] + 1: groups[-1].append((lk, l))
+        else: groups.append([(lk, l)])
+    for g in groups:
+        (lk, l), more = g[0], (f' (and {len(g) - 1} more lines)' if len(g) > 1 else '')
+        res.append(f'line {lk + 1}: table row outside any table{more}, shown as raw text (a blank line inside the table, '
+                   f'or no `|---|` line under its header?): {_short(l.strip(), 120)}')
+    return res
+
+_re_md_link = re.compile(r'!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+(?:"[^"]*"|\'[^\']*\'))?\s*\)')
+_re_ref_link = re.compile(r'^\s{0,3}\[(?!\^)[^\]]+\]:\s*<?([^\s>]+)>?(?:\s|$)')
+_re_html_link = re.compile(r'<(?:a|img|source|video)\b[^>]*?\s(?:href|src)\s*=\s*["\']([^"\']+)["\']', re.IGNORECASE)
+_re_scheme = re.compile(r'^[a-zA-Z][a-zA-Z0-9+.-]*:')
+
+def markdown_links(src):
+    "(line number, target) of the links and images of markdown `src`, outside code."
+    res = []
+    for k, line in _prose_lines(src):
+        line = _without_code(line)
+        for rx in (_re_md_link, _re_ref_link, _re_html_link):
+            res += [(k, m.group(1)) for m in rx.finditer(line)]
+    return res
+
+def link_problems(src, nb_dir, root, nbs_path, site_pages):
+    """Links of markdown `src` (a cell of a notebook in folder `nb_dir`) that break somewhere: links to `.html` pages of
+    the site (they break on GitHub and in Jupyter: link the `.ipynb`, which Quarto rewrites), links to notebooks or
+    files that do not exist. `site_pages` maps the site's pages (`train.html`, relative to `nbs_path`) to notebooks."""
+    from urllib.parse import unquote
+    from nbdev.doclinks import _nbpath2html
+    res = []
+    by_page = {Path(os.path.normpath(nbs_path/p)): nb for p, nb in site_pages.items()}
+    rel = lambda p: os.path.relpath(p, nb_dir).replace(os.sep, '/')
+    for k, target in markdown_links(src):
+        if _re_scheme.match(target) or target.startswith(('#', '//', '/')): continue
+        path = unquote(target.split('#')[0].split('?')[0])
+        anchor = '#' + target.split('#', 1)[1] if '#' in target else ''
+        if not path: continue
+        full = Path(os.path.normpath(nb_dir/path))
+        where = f'line {k + 1}: '
+        if path.endswith('.html') and not full.is_file():
+            nb = by_page.get(full)
+            if nb: res.append(f'{where}link to the site page ({target}): it breaks on GitHub and in Jupyter; '
+                              f'link the notebook instead: ({rel(nb)}{anchor})')
+            else: res.append(f'{where}link to ({target}), which is not a page of the site (no notebook makes it), '
+                             'and .html links break on GitHub and in Jupyter: link a notebook, (X.ipynb)')
+        elif path.endswith('.ipynb') and not full.is_file():
+            same = by_page.get(nbs_path/_nbpath2html(full.relative_to(nbs_path))) if full.is_relative_to(nbs_path) else None
+            res.append(f'{where}link to a notebook that does not exist: {target}'
+                       + (f' (renamed? {rel(same)} makes the same page: ({rel(same)}{anchor}))' if same else ''))
+        elif not full.exists():
+            res.append(f'{where}link to a file that does not exist: {target}')
+        elif not full.is_relative_to(root):
+            res.append(f'{where}link to a file outside the repository: {target}')
+    return res
+
+def markdown_problems(nb, nb_path, root, nbs_path, site_pages):
+    "Broken pipe tables and links in the markdown cells of the source notebook `nb` (at `nb_path`)."
+    res = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != 'markdown': continue
+        res += [f'cell {i}, {p}' for p in pipe_table_problems(cell.source)]
+        res += [f'cell {i}, {p}' for p in link_problems(cell.source, Path(nb_path).parent, root, nbs_path, site_pages)]
+    return res
+
+def site_pages_of(nbs_path):
+    "Every page of the site (relative to `nbs_path`, posix) and the notebook that makes it."
+    from nbdev.doclinks import _nbpath2html
+    return {_nbpath2html(nb.relative_to(nbs_path)).as_posix(): nb for nb in find_notebooks(nbs_path, None)}
+
+def results_table_problems(nbs):
+    "Notebooks whose results table (between `<!-- results-table:start/end -->`) differs from headline.json."
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import results_table
+    return results_table.check(nbs)
+
 # --------------------------------------------------------------------------- HTML rendering
 
 _re_dir = re.compile(r'^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$')
@@ -184,6 +541,7 @@ def quarto_like(nb):
         fm = yaml.safe_load(nb.cells.pop(0).source.strip().strip('-')) or {}
     cells = []
     for cell in nb.cells:
+        if cell.cell_type == 'markdown': cell.source = ipynb_links_to_pages(cell.source)
         if cell.cell_type == 'code':
             d, cell.source = _directives(cell.source)
             if d.get('include') == 'false': continue
@@ -191,7 +549,7 @@ def quarto_like(nb):
             if d.get('echo') == 'false': cell.metadata['transient'] = {'remove_source': True}  # honoured by nbconvert's templates
             for o in cell.outputs:  # show_doc's markdown carries Quarto link attributes nbconvert would print
                 if 'text/markdown' in o.get('data', {}):
-                    o.data['text/markdown'] = _re_quarto_attrs.sub('', o.data['text/markdown'])
+                    o.data['text/markdown'] = ipynb_links_to_pages(_re_quarto_attrs.sub('', o.data['text/markdown']))
             if not cell.source.strip() and not cell.outputs: continue
         cells.append(cell)
     title = str(fm.get('title', ''))
@@ -270,8 +628,9 @@ def render_html(proc_nb_path, out_path, html_root, mathjax=False):
     out_path.write_text(body, encoding='utf-8')
     return title, body
 
-def static_html_problems(body, title, out_path, html_root, site_url):
-    "Title present; local images and links to other pages of the site resolve."
+def static_html_problems(body, title, out_path, html_root, site_url, site_pages=()):
+    """Title present; local images and links to other pages of the site resolve (to a page in `site_pages`, every page
+    of the site, or to a file under `html_root`); no markdown table left as raw text."""
     res = []
     if not title: res.append('no title: the first cell must be markdown `# Title`')
     for src in re.findall(r'<img[^>]*\ssrc="([^"]+)"', body):
@@ -283,8 +642,62 @@ def static_html_problems(body, title, out_path, html_root, site_url):
         if site_url and href.startswith(site_url): page = href[len(site_url):].lstrip('/')
         elif href.startswith(('http:', 'https:')): continue
         else: page = (out_path.parent/href).resolve().relative_to(html_root.resolve()).as_posix()
-        if not (html_root/page).exists():
+        if page not in site_pages and not (html_root/page).exists():
             res.append(f'link to a page that does not exist: {href}' + (f'#{anchor}' if anchor else ''))
+    return res + raw_markdown_problems(body)
+
+_re_ipynb_md = re.compile(r'(\]\(\s*<?)([^)\s>#?]+\.ipynb)(?=[#)\s>?])')
+_re_ipynb_html = re.compile(r'(<a\b[^>]*?\shref\s*=\s*["\'])([^"\'#?]+\.ipynb)(?=["\'#?])', re.IGNORECASE)
+
+def ipynb_links_to_pages(md):
+    "Rewrite relative links to notebooks (`05_train.ipynb#x`) to their pages (`train.html#x`), as Quarto does."
+    from nbdev.doclinks import _nbpath2html
+    def sub(m):
+        t = m.group(2)
+        if _re_scheme.match(t) or t.startswith(('/', '//')): return m.group(0)
+        return m.group(1) + _nbpath2html(Path(t)).as_posix()
+    return _re_ipynb_html.sub(sub, _re_ipynb_md.sub(sub, md))
+
+RAW_SKIP_TAGS = {'pre', 'code', 'script', 'style', 'textarea', 'svg', 'math'}
+RAW_BLOCK_TAGS = {'p', 'div', 'br', 'li', 'ul', 'ol', 'tr', 'td', 'th', 'table', 'thead', 'tbody', 'blockquote',
+                  'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'hr', 'section', 'main', 'body', 'dd', 'dt', 'dl', 'details',
+                  'summary', 'figure', 'figcaption', 'img'}
+_re_raw_sep = re.compile(r'\|\s*:?-{3,}:?\s*(\||$)')
+
+def page_text_lines(body):
+    "The lines of text a reader sees on HTML page `body`, outside `<pre>`, `<code>`, scripts and styles."
+    from html.parser import HTMLParser
+    class P(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.skip, self.out = 0, []
+        def handle_starttag(self, tag, attrs):
+            if tag in RAW_SKIP_TAGS: self.skip += 1
+            elif tag in RAW_BLOCK_TAGS: self.out.append('\n')
+        def handle_startendtag(self, tag, attrs):
+            if tag in RAW_BLOCK_TAGS: self.out.append('\n')
+        def handle_endtag(self, tag):
+            if tag in RAW_SKIP_TAGS: self.skip = max(0, self.skip - 1)
+            elif tag in RAW_BLOCK_TAGS: self.out.append('\n')
+        def handle_data(self, data):
+            if not self.skip: self.out.append(data)
+    p = P()
+    p.feed(body)
+    p.close()
+    return [l.strip() for l in ''.join(p.out).splitlines()]
+
+def raw_markdown_problems(body):
+    "Markdown tables that did not render: separator lines (`|---|`) or `| ... |` rows left as text on the page."
+    res, block = [], []
+    def flush():
+        if block:
+            more = f' (and {len(block) - 1} more such lines)' if len(block) > 1 else ''
+            res.append(f'raw markdown on the page (a table that did not render): "{_short(block[0], 120)}"{more}')
+            block.clear()
+    for line in page_text_lines(body):
+        if line and (_re_raw_sep.search(line) or (line.startswith('| ') and line.endswith(' |'))): block.append(line)
+        elif line: flush()
+    flush()
     return res
 
 # --------------------------------------------------------------------------- browser
@@ -389,6 +802,7 @@ def main(argv=None):
     if not nbs: sys.exit(f'check_docs: no notebooks found in {nbs_path}')
     fails = {nb: [] for nb in nbs}
     pages = {nb: _nbpath2html(nb.relative_to(nbs_path)).as_posix() for nb in nbs}
+    site_pages = site_pages_of(nbs_path)  # every page, also when only some notebooks are checked
 
     tmp = Path(tempfile.mkdtemp(prefix='check_docs_'))
     try:
@@ -397,11 +811,15 @@ def main(argv=None):
         t_proc = time.time()
         proc_nbs = {}
         for nb in nbs:
-            fails[nb] += output_problems(nbformat.read(nb, as_version=4))
+            src_nb = nbformat.read(nb, as_version=4)
+            fails[nb] += output_problems(src_nb)
+            fails[nb] += showdoc_problems(src_nb, cfg.lib_path.name)
+            fails[nb] += markdown_problems(src_nb, nb, ROOT, nbs_path, site_pages)
             pnb = proc_path/nb.relative_to(nbs_path)
             if pnb.exists(): proc_nbs[nb] = nbformat.read(pnb, as_version=4)
         exp_fails, notes = export_problems(cfg.lib_path.resolve(), cfg.lib_path.name, proc_nbs)
         for nb, probs in exp_fails.items(): fails[nb] += probs
+        for nb, msg in results_table_problems(nbs): fails[nb].append(msg)
         general = []
         if (nbs_path/'_quarto.yml').exists() and not args.notebooks:
             general = sidebar_problems(nbs_path/'_quarto.yml', nbs_path, set(pages.values()))
@@ -422,7 +840,7 @@ def main(argv=None):
         for nb in proc_nbs:
             titles[nb], bodies[nb] = render_html(proc_path/nb.relative_to(nbs_path), html_root/pages[nb], html_root, bool(mathjax))
         for nb in proc_nbs:  # once every page exists, so that links between pages can be checked
-            fails[nb] += static_html_problems(bodies[nb], titles[nb], html_root/pages[nb], html_root, site_url)
+            fails[nb] += static_html_problems(bodies[nb], titles[nb], html_root/pages[nb], html_root, site_url, set(site_pages))
         t_html = time.time()
 
         n_images, n_math, t_browser = 0, 0, None

@@ -1,10 +1,11 @@
 """Write README.md from nbs/index.ipynb without Quarto (which `nbdev_readme` needs).
 
 Hidden cells and nbdev directives are dropped, code cells become fenced Python, text outputs fenced
-blocks, and image links are rewritten to be relative to the repository root.
+blocks, and relative links (other notebooks: `05_train.ipynb` -> `nbs/05_train.ipynb`, images, files) are rewritten
+to be relative to the repository root.
 Usage: python tools/make_readme.py [--stdout]
 """
-import base64, json, re, sys
+import base64, json, posixpath, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,9 +40,23 @@ def _outputs(cell, images, write):
     return out
 
 
+_LINK = re.compile(r'(\]\(\s*<?|\b(?:src|href)\s*=\s*["\'])([^)\s>"\']+)')
+_SCHEME = re.compile(r'^[a-zA-Z][a-zA-Z0-9+.-]*:')
+
+
+def _rebase(target):
+    """A link target of nbs/index.ipynb as seen from the top-level README: relative links (other notebooks,
+    `05_train.ipynb#x` -> `nbs/05_train.ipynb#x`; images; files, `../benchmarks/RESULTS.md` -> `benchmarks/RESULTS.md`)
+    are rebased from nbs/; URLs, anchors, absolute paths, and links to the docs site's `.html` pages are kept."""
+    path, sep, anchor = target.partition('#')
+    if (not path or _SCHEME.match(path) or path.startswith(('/', 'nbs/'))
+            or path.split('?')[0].endswith(('.html', '.htm'))): return target
+    return posixpath.normpath('nbs/' + path) + sep + anchor
+
+
 def _fix_links(md):
-    # notebooks refer to images relative to nbs/; README lives one level up
-    return re.sub(r'(\]\(|src=")(?!https?:|/|#|nbs/)([^)"]+\.(?:png|jpg|jpeg|gif|svg))', r'\1nbs/\2', md)
+    # notebooks refer to notebooks, images and files relative to nbs/; README lives one level up
+    return _LINK.sub(lambda m: m.group(1) + _rebase(m.group(2)), md)
 
 
 def render(nb_path=ROOT/'nbs'/'index.ipynb', write_images=False):

@@ -1,0 +1,118 @@
+"""Unsupervised for real: train the `cpu` preset on real photo collections as a user would, and measure the model a
+run hands over (best.pt, chosen without labels) against the labels it never saw.
+
+    python benchmarks/unsupervised.py humans --minutes 30              # 290 photos of people, 64 px
+    python benchmarks/unsupervised.py oxford17-3 --minutes 30          # Oxford-17, 3 classes (240 photos)
+    python benchmarks/unsupervised.py oxford17 --minutes 60            # the full 1,360 photos
+    python benchmarks/unsupervised.py synthetic --minutes 10           # the built-in data (32 px): must not get worse
+    python benchmarks/unsupervised.py humans --minutes 30 --set augment= --name no-augment   # any TrainConfig field
+
+The run trains on every photo (labels unseen) and scores F (not refined) on the labelled ones at every evaluation,
+beside the label-free health score. It reports F's IoU at the label-free choice (best.pt), at the end of the run, and
+at the label-chosen best, and checks the targets: label-free choice within 0.03 of the label-chosen best; end of run
+within 0.05 of the run's best; never below the centred disc after the first 10 minutes.
+
+Results are merged into benchmarks/results/unsupervised.json (one entry per dataset, budget and name) and drawn in
+benchmarks/results/unsupervised.png. Minutes are wall minutes of the training loop: run on an idle machine.
+"""
+import argparse, json, pathlib, sys, tempfile
+import torch
+from redo_nb.cli import parse_setting
+from redo_nb.config import get_config
+from redo_nb.datasets import get_dataset
+from redo_nb.photos import oxford17_flowers
+from redo_nb.robust import plot_health
+from redo_nb.train import Trainer
+from redo_nb.viz import load_metrics
+
+HERE = pathlib.Path(__file__).resolve().parent
+SHARED = HERE.parents[1] / 'shared' / 'data'
+RESULTS = HERE / 'results'
+
+
+def oxford17_classes(size, classes):
+    "Oxford-17 photos of the given classes (80 per class, class = (number - 1) // 80)."
+    full = oxford17_flowers(SHARED / 'oxford17_flowers', size, 'all')
+    return full.subset([i for i in range(len(full)) if i // 80 in classes], name=f'oxford17-{len(classes)}')
+
+
+DATA = {  # name -> (loader(size), default size)
+    'humans': (lambda s: get_dataset('folder', SHARED / 'humans', s, 'train'), 64),
+    'oxford17': (lambda s: oxford17_flowers(SHARED / 'oxford17_flowers', s, 'all'), 64),
+    'oxford17-3': (lambda s: oxford17_classes(s, (0, 5, 9)), 64),
+    'oxford17-1': (lambda s: oxford17_classes(s, (5,)), 64),
+    'synthetic': (lambda s: get_dataset('synthetic', None, s, 'train'), 32),
+}
+
+
+def run_records(history):
+    "The evaluation records (scores, health, areas) and the events of a run's history, for the JSON and plot_health."
+    return [{k: v for k, v in r.items() if k != 'by_source'} for r in history if 'health' in r or r.get('event')]
+
+
+def verdict(records):
+    "F's IoU at the label-free choice (best.pt), at the label-chosen best and at the end; the issue's targets."
+    ev = [r for r in load_metrics(records) if 'health_score' in r and 'val_iou' in r]
+    by_iou, by_health, end = max(ev, key=lambda r: r['val_iou']), max(ev, key=lambda r: r['health_score']), ev[-1]
+    late = [r for r in ev if r['minutes'] >= 10]
+    return dict(label_free=by_health['val_iou'], label_free_iter=by_health['iter'], labels=by_iou['val_iou'],
+                labels_iter=by_iou['iter'], end=end['val_iou'], disc=end['val_disc_iou'],
+                gap=round(by_iou['val_iou'] - by_health['val_iou'], 4), end_gap=round(by_iou['val_iou'] - end['val_iou'], 4),
+                worst_after_10min=min((r['val_iou'] for r in late), default=None),
+                targets=dict(choice_within_0_03=by_iou['val_iou'] - by_health['val_iou'] <= 0.03,
+                             end_within_0_05=by_iou['val_iou'] - end['val_iou'] <= 0.05,
+                             above_disc_after_10min=all(r['val_iou'] >= r['val_disc_iou'] for r in late)))
+
+
+def plot(results, path):
+    "One panel per run: health and IoU per evaluation, best.pt marked (`redo_nb.robust.plot_health`)."
+    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    runs = sorted(results, key=lambda r: (r['dataset'], r['minutes_budget'], r['name']))
+    fig, axs = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False, dpi=80)
+    for ax, r in zip(axs[0], runs):
+        plot_health(r['records'], ax=ax, title=f"{r['dataset']} {r['name']}: {r['minutes_budget']:.0f} min, {r['iterations']} it.")
+        ax.title.set_fontsize(8)
+    fig.tight_layout(); fig.savefig(path); plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('dataset', choices=sorted(DATA)); ap.add_argument('--minutes', type=float, default=30)
+    ap.add_argument('--iters', type=int, default=10**9); ap.add_argument('--size', type=int)
+    ap.add_argument('--seed', type=int, default=0); ap.add_argument('--threads', type=int)
+    ap.add_argument('--name', default='preset'); ap.add_argument('--out-dir', help='keep the run folder here')
+    ap.add_argument('--results', default=str(RESULTS), help='folder of unsupervised.json and .png')
+    ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
+    a = ap.parse_args(argv)
+    loader, size = DATA[a.dataset]
+    if a.dataset != 'synthetic' and not SHARED.is_dir(): sys.exit(f'skipped: no data at {SHARED} (see its README)')
+    size = a.size or size
+    data = loader(size)
+    scored = data.labelled_subset() if a.dataset != 'synthetic' else get_dataset('synthetic', None, size, 'val').subset(range(256))
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = get_config('cpu', img_size=size, seed=a.seed, max_minutes=a.minutes, iters=a.iters, n_val=None,
+                         num_threads=a.threads, out_dir=a.out_dir or tmp, name=f'{a.dataset}-{a.name}', progress=False,
+                         **dict(parse_setting(s) for s in a.set))
+        print(f'{a.dataset}: {len(data)} photos, {len(scored)} scored, {size} px, {a.minutes} min, threads {torch.get_num_threads() if a.threads is None else a.threads}')
+        trainer = Trainer(cfg, data=data, val_data=scored)
+        summary = trainer.fit()
+    records = run_records(trainer.history)
+    v = verdict(records)
+    for r in load_metrics(records):
+        if 'health_score' in r: print(f"{r['minutes']:7.2f} min {r['iter']:6d} it  F {r['val_iou']:.3f}  health {r['health_score']:.3f}  disc {r['val_disc_iou']:.3f}")
+        else: print('   ', r)
+    print('verdict:', json.dumps(v))
+    entry = dict(dataset=a.dataset, name=a.name, minutes_budget=a.minutes, iterations=summary['iterations'],
+                 minutes=summary['minutes'], sec_per_iter=round(summary['sec_per_iter'], 4), threads=torch.get_num_threads(),
+                 stopped_by=summary['stopped_by'], rollbacks=summary['rollbacks'], config=cfg.to_dict(), records=records, verdict=v)
+    res = pathlib.Path(a.results); res.mkdir(parents=True, exist_ok=True)
+    path = res / 'unsupervised.json'
+    results = [r for r in (json.loads(path.read_text()) if path.is_file() else [])
+               if (r['dataset'], r['minutes_budget'], r['name']) != (a.dataset, a.minutes, a.name)] + [entry]
+    path.write_text(json.dumps(results, indent=1))
+    plot(results, res / 'unsupervised.png')
+    return entry
+
+
+if __name__ == '__main__':
+    main()

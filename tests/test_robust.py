@@ -1,0 +1,121 @@
+"""Small collections without labels (redo_nb.robust): an unlabelled folder trains and hands over best.pt, the health
+score flags a run made to degenerate, and the run stops or rolls back as documented."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from redo_nb.builtin import make_synthetic
+from redo_nb.config import get_config
+from redo_nb.engine import load_checkpoint
+from redo_nb.inference import load_model
+from redo_nb.robust import mask_health
+from redo_nb.testing import fake_photo_folder
+from redo_nb.train import Trainer, train
+
+SHARED = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+TINY = dict(img_size=32, batch_size=4, ch_f=8, ch_g=8, ch_d=8, progress=False, num_threads=1, max_minutes=None,
+            health_images=16, log_every=5, collapse_check_until=0)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('REDO_NB_CACHE', str(tmp_path / 'cache'))
+
+
+def test_unlabelled_folder_trains_and_hands_over_best_pt(tmp_path):
+    photos = fake_photo_folder(tmp_path / 'photos', n=12, size=40, masks=False, subfolder=False)
+    s = train('cpu', dataset='folder', root=str(photos), iters=6, eval_every=3, out_dir=str(tmp_path / 'runs'),
+              name='plain', **TINY)
+    assert s['final'] == {} and s['best']['by'] == 'health' and s['best_by'].get('labels') is None
+    assert s['best']['iter'] in (3, 6) and s['final_health']['score'] >= 0
+    best = Path(s['run_dir']) / 'best.pt'
+    assert load_checkpoint(best)['iteration'] == s['best']['iter']
+    M = load_model(best).masks(torch.zeros(2, 3, 32, 32))
+    torch.testing.assert_close(M.sum(1), torch.ones(2, 32, 32))
+
+
+def _sabotaged(trainer, from_iter):
+    "Make F degenerate from `from_iter` on: after every generator step its last bias is set so one region is everything."
+    step = trainer.generator_step
+    def sabotaged_step():
+        logs = step()
+        if trainer.iteration + 1 >= from_iter:
+            with torch.no_grad(): trainer.model.F.layers[-1][-1].bias.fill_(30.)
+        return logs
+    trainer.generator_step = sabotaged_step
+    return trainer
+
+
+def _config(tmp_path, **kw):
+    base = dict(iters=60, eval_every=10, ckpt_every=10, ema_f=0., select='health', degrade_patience=2,
+                data_kwargs={'n_images': 64}, n_val=16, out_dir=str(tmp_path))
+    return get_config('cpu', **{**TINY, **base, **kw})
+
+
+def test_health_flags_a_degenerating_run_which_stops_with_the_healthy_model(tmp_path):
+    t = _sabotaged(Trainer(_config(tmp_path, on_degrade='stop', name='stop')), from_iter=21)
+    s = t.fit()
+    assert s['stopped_by'] == 'degraded' and s['iterations'] == 40  # bad at 30 and 40: two evaluations in a row
+    healths = [r['health']['score'] for r in t.history if 'health' in r]
+    assert healths[-1] < 0.75 * max(healths[:2]) and healths[-2] < 0.75 * max(healths[:2])
+    assert s['best']['iter'] in (10, 20)
+    best = load_model(Path(s['run_dir']) / 'best.pt')
+    x = t._scale(t.images[t.health_idx])
+    assert mask_health(best.masks(x), x)['score'] > 2 * healths[-1]  # the model handed over is the healthy one
+    areas = best.masks(x).mean((0, 2, 3))
+    assert areas.min() > 0.05 and s['final_health']['balance'] < 0.2
+
+
+def test_a_degenerating_run_rolls_back_with_halved_learning_rates(tmp_path):
+    t = _sabotaged(Trainer(_config(tmp_path, on_degrade='rollback', max_rollbacks=1, name='rollback')), from_iter=21)
+    s = t.fit()
+    events = [r for r in t.history if r.get('event') == 'rollback']
+    assert len(events) == 1 and events[0]['iter'] == 40 and events[0]['to_iter'] == s['best']['iter']
+    assert s['rollbacks'] == 1 and s['stopped_by'] == 'degraded'  # the sabotage goes on: the second time it stops
+    assert t.lr_scale == 0.5
+    assert all(g['lr'] == pytest.approx(t.base_lrs[k] * 0.5) for k, o in t.opts.items() for g in o.param_groups)
+
+
+def test_rollback_restores_the_best_weights(tmp_path):
+    t = Trainer(_config(tmp_path, on_degrade='rollback', name='restore', iters=10))
+    t.fit()  # best.pt at iteration 10
+    best = load_checkpoint(Path(t.run_dir) / 'best.pt')
+    with torch.no_grad():
+        for p in t.model.parameters(): p.add_(1.)
+    from redo_nb.robust import rollback
+    rollback(t)
+    for k, v in t.model.state_dict().items(): assert torch.equal(v.cpu(), best['model'][k]), k
+    assert t.iteration == 10 and t.rollbacks == 1
+
+
+def test_augmentation_ema_and_their_state_survive_a_checkpoint(tmp_path):
+    cfg = _config(tmp_path, iters=8, eval_every=8, ckpt_every=8, ema_f=0.9, augment='color,translation', ada_target=-1.0,
+                  lr_decay=0.5, name='robust')
+    t = Trainer(cfg)
+    s = t.fit()
+    assert t.ada_p == pytest.approx(8 / 500)  # r_t >= -1: every 4 iterations p moves up by 4 / ada_iters
+    ck = load_checkpoint(Path(s['run_dir']) / 'last.pt')
+    assert ck['robust']['ada_p'] == t.ada_p
+    assert any(not torch.equal(a, b) for a, b in zip(t.F_ema.state_dict().values(), t.model.F.state_dict().values()))
+    model = load_model(Path(s['run_dir']) / 'last.pt')  # the averaged F is the one handed over
+    for k, v in model.F.state_dict().items(): torch.testing.assert_close(v.float(), t.F_ema.state_dict()[k].float())
+    assert all(g['lr'] < t.base_lrs[k] for k, o in t.opts.items() for g in o.param_groups)  # decayed by the end
+
+
+@pytest.mark.skipif(not (SHARED / 'oxford17_flowers').is_dir(), reason=f'Oxford-17 not found at {SHARED} (development data)')
+def test_health_ranks_true_masks_above_degenerate_ones_on_photos():
+    from redo_nb.photos import oxford17_flowers
+    from redo_nb.metrics import centred_disc
+    data = oxford17_flowers(SHARED / 'oxford17_flowers', 64, 'all', labelled_only=True)
+    x, gt = data.batch(torch.arange(0, len(data), 8))
+    obj = (gt == 1).float()
+    obj[gt == 255] = 0
+    two = lambda m: torch.stack([m, 1 - m], 1)
+    edges = obj - (-torch.nn.functional.max_pool2d(-obj[:, None], 3, 1, 1))[:, 0]
+    score = lambda m: mask_health(two(m), x)['score']
+    true = score(obj)
+    assert true > score(centred_disc(obj.shape, 0.7).float()) + 0.1  # a position prior
+    assert true > score(edges) + 0.1                                  # outlines along the object's edges
+    assert true > score(torch.full_like(obj, 0.98)) + 0.1              # one region is everything
