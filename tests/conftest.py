@@ -8,21 +8,22 @@ import copy, json
 import pytest
 import torch
 
-# A ReDO model small enough for several iterations per second on one CPU thread. amp='off': the same (fp32) numbers on
-# every CPU ('auto' picks bf16 on CPUs that compute it natively); lambda_self=0: the paper's objective only (the `cpu`
-# preset's self-training refines the masks at every step, which costs more than the tiny networks themselves).
-TINY = dict(img_size=32, batch_size=4, size_z=8, ch_f=8, ch_g=8, ch_d=8, n_val=8, amp='off', lambda_self=0.,
-            progress=False, num_threads=1, max_minutes=None, data_kwargs={'n_images': 32})
+# The paper's method (the `paper` preset: TrainConfig's defaults, none of the `cpu` preset's additions, which change
+# as the recipe evolves) on a ReDO model small enough for several iterations per second on one CPU thread.
+# amp='off': the same fp32 numbers on every CPU ('auto' picks bf16 on CPUs that compute it natively).
+PRESET = 'paper'
+TINY = dict(img_size=32, batch_size=4, size_z=8, ch_f=8, ch_g=8, ch_d=8, n_val=8, amp='off', progress=False,
+            num_threads=1, data_kwargs={'n_images': 32})
 
 
 def tiny_overrides(**overrides) -> dict:
-    "A fresh copy of `TINY` (nested dicts included) with `overrides` applied: keyword arguments for `get_config('cpu', ...)`."
+    "A fresh copy of `TINY` (nested dicts included) with `overrides` applied: keyword arguments for `get_config(PRESET, ...)`."
     return {**copy.deepcopy(TINY), **overrides}
 
 
 def cli_args(overrides: dict) -> list:
-    "The `redo_train` arguments that give the `TrainConfig` fields `overrides`."
-    args = []
+    "The `redo_train` arguments that give the `TrainConfig` of `PRESET` with `overrides`."
+    args = ['--preset', PRESET]
     for k, v in overrides.items():
         if k == 'img_size': args += ['--size', str(v)]
         elif k == 'iters': args += ['--iters', str(v)]
@@ -33,16 +34,16 @@ def cli_args(overrides: dict) -> list:
 
 @pytest.fixture(scope='session')
 def tiny():
-    "`tiny(**overrides)`: the tiny configuration as a fresh dict of `TrainConfig` overrides."
+    "`tiny(**overrides)`: the tiny configuration as a fresh dict of overrides of the `paper` preset (`PRESET`)."
     return tiny_overrides
 
 
 @pytest.fixture
 def tiny_config(tmp_path):
-    "`tiny_config(**overrides)`: the `cpu` preset at the tiny sizes, its run folders under the test's tmp_path."
+    "`tiny_config(**overrides)`: the `TrainConfig` of the tiny configuration, its run folders under the test's tmp_path."
     from redo_nb.config import get_config
     def make(**overrides):
-        return get_config('cpu', **tiny_overrides(out_dir=str(tmp_path / 'runs'), **overrides))
+        return get_config(PRESET, **tiny_overrides(out_dir=str(tmp_path / 'runs'), **overrides))
     return make
 
 

@@ -9,6 +9,8 @@ from PIL import Image
 
 from redo_nb.cli import border_mass, eval_cli, segment_cli, train_cli
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, tiny_cli):
@@ -78,7 +80,7 @@ def test_segment_cli(run, tmp_path, capsys):
     assert 'not a readable' in _fails(segment_cli, [str(src / 'broken.png'), str(src), str(dst)], capsys)
 
 
-def test_train_on_a_user_folder_with_corrupt_files(tmp_path, capsys, tiny_cli, private_cache, one_thread):
+def test_train_on_a_user_folder_with_corrupt_files(tmp_path, capsys, tiny_cli, private_cache):
     "redo_train --dataset folder: unlabelled and labelled photos train, masks evaluate, a corrupt file is skipped and reported."
     from redo_nb.builtin import make_synthetic
     root = tmp_path / 'photos'; (root / 'images').mkdir(parents=True); (root / 'masks').mkdir()

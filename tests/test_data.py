@@ -4,7 +4,6 @@ Each runs in well under a second except the real-data ones."""
 import gzip
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -23,10 +22,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 rng = np.random.default_rng(0)
 DISC = (((np.mgrid[:48, :64] - np.array([24, 32])[:, None, None]) ** 2).sum(0) < 15 ** 2).astype(np.uint8) * 255
 
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv('REDO_NB_CACHE', str(tmp_path / 'cache'))
+pytestmark = pytest.mark.usefixtures('private_cache')  # conftest.py: caches in tmp_path / 'cache'
 
 
 def photo(h=48, w=64):
@@ -204,7 +200,9 @@ def test_oxford17_wrong_root(tmp_path):
 def test_batch_matches_getitem_and_save_load(tmp_path):
     d = make_synthetic(6, 16, n_objects=2, seed=1)
     x, m = d.batch([4, 1])
-    assert torch.equal(x[0], d[4][0]) and torch.equal(m[1], d[1][1]) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(x[0], d[4][0]) and torch.equal(m[1], d[1][1])
+    assert torch.equal(x, d.images[[4, 1]].float() / 127.5 - 1)  # uint8 0..255 -> -1..1
+    assert torch.equal(m, d.masks[[4, 1]].long())
     d.save(tmp_path / 'd.pt')
     e = SegmentationData.load(tmp_path / 'd.pt')
     assert torch.equal(e.images, d.images) and torch.equal(e.masks, d.masks) and e.n_regions == 3
@@ -228,12 +226,25 @@ def test_concat_keeps_sources():
 
 
 # --- generated data -----------------------------------------------------------------------------------------
-def test_synthetic_is_fast_deterministic_and_exact():
-    t0 = time.time(); d = make_synthetic(2000, 64, seed=0); dt = time.time() - t0
-    assert dt < 20, f"make_synthetic(2000, 64) took {dt:.1f} s"
-    assert torch.equal(make_synthetic(4, 32, seed=5).masks, make_synthetic(4, 32, seed=5).masks)
+def _edge_ratio(images, masks) -> float:
+    "Mean colour step between 4-neighbours across a mask boundary over that within a region."
+    x = images.float()
+    steps = [(x[..., :, 1:] - x[..., :, :-1]).abs().sum(1), (x[..., 1:, :] - x[..., :-1, :]).abs().sum(1)]
+    cross = [masks[..., :, 1:] != masks[..., :, :-1], masks[..., 1:, :] != masks[..., :-1, :]]
+    steps, cross = torch.cat([s.flatten() for s in steps]), torch.cat([c.flatten() for c in cross])
+    return (steps[cross].mean() / steps[~cross].mean()).item()
+
+
+def test_synthetic_is_deterministic_and_its_masks_are_exact():
+    d = make_synthetic(200, 32, seed=0)
+    assert torch.equal(make_synthetic(4, 32, seed=5).images, make_synthetic(4, 32, seed=5).images)
+    assert not torch.equal(make_synthetic(4, 32, seed=5).images, make_synthetic(4, 32, seed=6).images)
     area = d.masks.float().mean((1, 2))
     assert 0.15 < area.mean() < 0.35 and (area > 0).all()
+    # exact masks: their boundaries sit on the objects' edges, so moving them by one pixel makes them fit worse
+    exact = _edge_ratio(d.images, d.masks)
+    shifted = max(_edge_ratio(d.images, d.masks.roll(s, dim)) for s in (1, -1) for dim in (-1, -2))
+    assert exact > 2 * shifted, (exact, shifted)
 
 
 def test_colored_mnist_from_idx_and_csv(tmp_path):
@@ -313,10 +324,20 @@ def test_oxford17_real_counts_and_labels():
 
 @pytest.mark.skipif(not (SHARED / 'mnist').is_dir(), reason=f"MNIST not found at {SHARED}")
 def test_real_mnist_files():
-    x, y = load_mnist(SHARED / 'mnist', 'train')
-    assert x.shape == (5000, 28, 28) and y.bincount().tolist() == [500] * 10
-    x, y = load_mnist(SHARED / 'mnist', 'test')
-    assert x.shape == (10000, 28, 28) and y.max() == 9
+    "The shared CSV and IDX files, read by load_mnist, hold what a plain reading of their bytes gives."
+    x, y = load_mnist(SHARED / 'mnist', 'train')  # mnist_5k.csv.gz (README): 784 pixels then the label on each row
+    with gzip.open(SHARED / 'mnist' / 'mnist_5k.csv.gz', 'rt') as f:
+        rows = np.array([line.split(',') for line in f.read().split()], dtype=np.int64)
+    assert x.shape == (len(rows), 28, 28) and x.dtype == torch.uint8
+    assert torch.equal(x, torch.from_numpy(rows[:, :784].reshape(-1, 28, 28).astype(np.uint8)))
+    assert torch.equal(y, torch.from_numpy(rows[:, 784]))
+    x, y = load_mnist(SHARED / 'mnist', 'test')  # t10k-*-idx?-ubyte.gz: a 16 (images) or 8 (labels) byte header
+    raw = gzip.decompress((SHARED / 'mnist' / 't10k-images-idx3-ubyte.gz').read_bytes())
+    n, h, w = np.frombuffer(raw, '>i4', 3, offset=4)
+    assert x.shape == (n, h, w) == (len(y), 28, 28)
+    assert torch.equal(x.flatten(), torch.from_numpy(np.frombuffer(raw, np.uint8, offset=16).copy()))
+    labels = gzip.decompress((SHARED / 'mnist' / 't10k-labels-idx1-ubyte.gz').read_bytes())
+    assert torch.equal(y, torch.from_numpy(np.frombuffer(labels, np.uint8, offset=8).astype(np.int64)))
 
 
 def test_cache_hit_still_reports_skipped_files(tmp_path):

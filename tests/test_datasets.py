@@ -18,9 +18,7 @@ from redo_nb.datasets import get_dataset
 from redo_nb.testing import fake_cub, fake_flowers102, fake_lfw
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv('REDO_NB_CACHE', str(tmp_path / 'cache'))
+pytestmark = pytest.mark.usefixtures('private_cache')  # conftest.py: caches in tmp_path / 'cache'
 
 
 # --- downloads ----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
 
 def _train_cmd(tiny, out, name, iters, resume=False):
     cfg = tiny(**RUN, out_dir=str(out), name=name, iters=iters, resume=resume)
-    code = f"from redo_nb.train import train; train('cpu', **{cfg!r})"
+    code = f"from redo_nb.train import train; train('paper', **{cfg!r})"
     return [sys.executable, '-c', code]
 
 
@@ -56,7 +56,7 @@ DDP_SCRIPT = '''
 import sys, torch, torch.distributed as dist
 from redo_nb.config import get_config
 from redo_nb.train import Trainer
-cfg = get_config('cpu', out_dir=sys.argv[1], name='ddp', iters=3, **{tiny!r})
+cfg = get_config('paper', out_dir=sys.argv[1], name='ddp', iters=3, **{tiny!r})
 t = Trainer(cfg)
 w0 = torch.cat([p.detach().flatten() for p in t.model.parameters()]).clone()
 t.fit()
@@ -100,7 +100,7 @@ def test_average_gradients_sends_the_same_buffer_when_a_region_was_not_drawn(mon
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, one_thread):
-    t = Trainer(get_config('cpu', out_dir=str(tmp_path), name='nan', iters=4, **tiny(**{**RUN, 'ckpt_every': 2})))
+    t = Trainer(get_config('paper', out_dir=str(tmp_path), name='nan', iters=4, **tiny(**{**RUN, 'ckpt_every': 2})))
     t.fit()
     t.cfg.iters = 8
     with torch.no_grad(): next(t.model.D.parameters()).fill_(float('nan'))

@@ -68,7 +68,7 @@ def test_redraw_all_trains_end_to_end(tiny_config):
     torch.testing.assert_close(logs['g_z'], z_err, rtol=1e-5, atol=1e-5)
     d_fake = seen['D'][0][1]
     torch.testing.assert_close(logs['g_adv'], -d_fake.mean(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(logs['loss_g'], -d_fake.mean() + 20 / (n * size_z) * z_err, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logs['loss_g'], -d_fake.mean() + 5 / (n * size_z) * z_err, rtol=1e-5, atol=1e-5)
 
     seen['D'].clear()
     logs = t.discriminator_step()
@@ -103,7 +103,7 @@ def test_collapse_restarts_inside_fit_then_goes_on_when_restarts_are_spent(tiny_
     first = _copy(t.model.F.parameters())
     rebuilt, build = [], t._build
     def spy():  # what restart() rebuilds, recorded before training moves it
-        build(); rebuilt.append((_copy(t.model.F.parameters()), {k: len(o.state) for k, o in t.opts.items()}))
+        build(); rebuilt.append(_copy(t.model.F.parameters()))
     t._build = spy
     with pytest.warns(UserWarning, match='collapsed at iteration 2 but max_restarts=1 is spent: going on'):
         summary = t.fit()
@@ -112,9 +112,12 @@ def test_collapse_restarts_inside_fit_then_goes_on_when_restarts_are_spent(tiny_
     assert len(events) == 1 and events[0]['iter'] == 2 and events[0]['restarts'] == 1
     assert len(events[0]['areas']) == 2 and sum(events[0]['areas']) == pytest.approx(1, abs=1e-4)
     assert [r['iter'] for r in t.history if 'loss_g' in r] == [1, 2, 1, 2, 3, 4]  # the counter started again
-    (weights, adam_states), = rebuilt
+    (weights,) = rebuilt
     assert not _unchanged(first, weights)  # new networks (a new seed), not the collapsed ones
-    assert all(v == 0 for v in adam_states.values())  # and new optimisers
+    for k, opt in t.opts.items():  # and new optimisers, over the new networks, that took the 4 steps since
+        assert _ids(p for g in opt.param_groups for p in g['params']) == _ids(t.params[k]), k
+        steps = {int(st['step']) for st in opt.state.values()}  # (a G_k whose region no image drew skips a step)
+        assert max(steps) == 4 and (steps == {4} or k == 'G'), (k, steps)
     ck = load_checkpoint(Path(summary['run_dir']) / 'last.pt')
     assert ck['restarts'] == 1 and ck['iteration'] == 4
 
