@@ -6,6 +6,7 @@ run hands over (best.pt, chosen without labels) against the labels it never saw.
     python benchmarks/unsupervised.py oxford17 --minutes 60            # the full 1,360 photos
     python benchmarks/unsupervised.py synthetic --minutes 10           # the built-in data (32 px): must not get worse
     python benchmarks/unsupervised.py humans --minutes 30 --set augment= --name no-augment   # any TrainConfig field
+    python benchmarks/unsupervised.py oxford17 --figure-from runs/x/best.pt   # the front page's figure from a model
 
 The run trains on every photo (labels unseen) and scores F (not refined) on the labelled ones at every evaluation,
 beside the label-free health score. It reports F's IoU at the label-free choice (best.pt), at the end of the run, and
@@ -20,6 +21,7 @@ import torch
 from redo_nb.cli import parse_setting
 from redo_nb.config import get_config
 from redo_nb.datasets import get_dataset
+from redo_nb.engine import load_checkpoint
 from redo_nb.photos import oxford17_flowers
 from redo_nb.robust import plot_health
 from redo_nb.train import Trainer
@@ -75,6 +77,24 @@ def plot(results, path):
     fig.tight_layout(); fig.savefig(path); plt.close(fig)
 
 
+def handover_figure(ckpt, data, path, n: int = 8, seed: int = 0):
+    "Photos of `data` with the masks of the model in `ckpt` (the object region as `redo_segment` picks it): a PNG."
+    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    from redo_nb.cli import border_mass
+    from redo_nb.inference import load_model, segment
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    x, _ = data.batch(idx)
+    M = segment(load_model(ckpt), x)
+    fg = int(border_mass(M).argmin())
+    fig, axs = plt.subplots(2, n, figsize=(1.45 * n, 3.1), dpi=100)
+    for j in range(n):
+        axs[0, j].imshow(((x[j].permute(1, 2, 0) + 1) / 2).clamp(0, 1))
+        img, obj = ((x[j].permute(1, 2, 0) + 1) / 2).clamp(0, 1), (M[j].argmax(0) == fg)[..., None]
+        axs[1, j].imshow(torch.where(obj, img, 0.25 * img.mean(-1, keepdim=True) + 0.1))  # the object, its background dimmed
+        for a in axs[:, j]: a.axis('off')
+    fig.tight_layout(pad=0.2); fig.savefig(path); plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('dataset', choices=sorted(DATA)); ap.add_argument('--minutes', type=float, default=30)
@@ -83,8 +103,12 @@ def main(argv=None):
     ap.add_argument('--name', default='preset'); ap.add_argument('--out-dir', help='keep the run folder here')
     ap.add_argument('--results', default=str(RESULTS), help='folder of unsupervised.json and .png')
     ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
+    ap.add_argument('--figure-from', metavar='CKPT', help="only draw the dataset's photos with this checkpoint's masks")
+    ap.add_argument('--figure', default=str(HERE.parent / 'nbs' / 'images' / 'handover.png'), help='where --figure-from draws')
     a = ap.parse_args(argv)
     loader, size = DATA[a.dataset]
+    if a.figure_from:
+        return handover_figure(a.figure_from, loader(load_checkpoint(a.figure_from)['config']['img_size']), a.figure)
     if a.dataset != 'synthetic' and not SHARED.is_dir(): sys.exit(f'skipped: no data at {SHARED} (see its README)')
     size = a.size or size
     data = loader(size)

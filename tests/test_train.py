@@ -83,20 +83,22 @@ def test_two_processes_stay_in_sync(tmp_path, tiny):
     assert load_checkpoint(tmp_path / 'ddp' / 'last.pt')['iteration'] == 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: engine.average_gradients all-reduces only the gradients that exist, so a rank whose batch drew no "
-    "image for some region (G_k without a gradient) sends a shorter buffer than the other ranks and gloo aborts "
-    "('Received data size doesn't match expected size'); likely with n > 2 regions and small per-rank batches"))
 def test_average_gradients_sends_the_same_buffer_when_a_region_was_not_drawn(monkeypatch):
-    "Every rank must all-reduce a buffer of the same size, whatever gradients are missing on it (a missing one is zero)."
+    "Every rank all-reduces a buffer of the same size whatever gradients it lacks; a gradient no rank has stays None."
     from redo_nb import engine
+    other = torch.tensor([2., 2., 2., 6., 6., 1., 1.])  # the other rank: both gradients (3 + 2 values), two flags
     sizes = []
-    monkeypatch.setattr(engine.dist, 'all_reduce', lambda t, *a, **kw: sizes.append(t.numel()))  # one rank's view
+    def all_reduce(t, *a, **kw): sizes.append(t.numel()); t.add_(other)
+    monkeypatch.setattr(engine.dist, 'all_reduce', all_reduce)
     drawn, not_drawn = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
     drawn.grad = torch.full((3,), 4.)
     engine.average_gradients([drawn, not_drawn], world=2)
-    assert sizes == [5], f'all-reduced {sizes} values; a rank with both gradients sends 5'
-    assert torch.equal(drawn.grad, torch.full((3,), 2.))  # the sum (here: this rank's alone) over 2 ranks
+    assert sizes == [7]  # 5 gradient values and 2 flags, as on the other rank
+    assert torch.equal(drawn.grad, torch.full((3,), 3.)) and torch.equal(not_drawn.grad, torch.full((2,), 3.))
+    other.zero_()  # no rank drew the second region: it keeps no gradient, so Adam leaves it alone
+    untouched = torch.nn.Parameter(torch.zeros(2))
+    engine.average_gradients([drawn, untouched], world=2)
+    assert untouched.grad is None and torch.equal(drawn.grad, torch.full((3,), 1.5))
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, one_thread):
