@@ -7,6 +7,7 @@ run hands over (best.pt, chosen without labels) against the labels it never saw.
     python benchmarks/unsupervised.py synthetic --minutes 10           # the built-in data (32 px): must not get worse
     python benchmarks/unsupervised.py humans --minutes 30 --set augment= --name no-augment   # any TrainConfig field
     python benchmarks/unsupervised.py oxford17 --figure-from runs/x/best.pt   # the front page's figure from a model
+    python benchmarks/unsupervised.py oxford17-1 --figure-from "early=runs/x/best.pt" "end=runs/x/last.pt" --figure f.png
 
 The run trains on every photo (labels unseen) and scores F (not refined) on the labelled ones at every evaluation,
 beside the label-free health score. It reports F's IoU at the label-free choice (best.pt), at the end of the run, and
@@ -16,7 +17,7 @@ within 0.05 of the run's best; never below the centred disc after the first 10 m
 Results are merged into benchmarks/results/unsupervised.json (one entry per dataset, budget and name) and drawn in
 benchmarks/results/unsupervised.png. Minutes are wall minutes of the training loop: run on an idle machine.
 """
-import argparse, json, pathlib, sys, tempfile
+import argparse, json, pathlib, sys, tempfile, time
 import torch
 from redo_nb.cli import parse_setting
 from redo_nb.config import get_config
@@ -52,12 +53,14 @@ def run_records(history):
     return [{k: v for k, v in r.items() if k != 'by_source'} for r in history if 'health' in r or r.get('event')]
 
 
-def verdict(records):
+def verdict(records, upto: float | None = None):
     "F's IoU at the label-free choice (best.pt), at the label-chosen best and at the end; the issue's targets."
     ev = [r for r in load_metrics(records) if 'health_score' in r and 'val_iou' in r]
+    if upto is not None:  # the run as if its budget had been `upto` minutes (the cpu preset has no schedule)
+        ev = [r for r in ev if r['minutes'] <= upto * 1.02]
     by_iou, by_health, end = max(ev, key=lambda r: r['val_iou']), max(ev, key=lambda r: r['health_score']), ev[-1]
     late = [r for r in ev if r['minutes'] >= 10]
-    return dict(label_free=by_health['val_iou'], label_free_iter=by_health['iter'], labels=by_iou['val_iou'],
+    return dict(label_free=by_health['val_iou'], label_free_iter=by_health['iter'], labels=by_iou['val_iou'], end_iter=end['iter'],
                 labels_iter=by_iou['iter'], end=end['val_iou'], disc=end['val_disc_iou'],
                 gap=round(by_iou['val_iou'] - by_health['val_iou'], 4), end_gap=round(by_iou['val_iou'] - end['val_iou'], 4),
                 worst_after_10min=min((r['val_iou'] for r in late), default=None),
@@ -66,32 +69,37 @@ def verdict(records):
                              above_disc_after_10min=all(r['val_iou'] >= r['val_disc_iou'] for r in late)))
 
 
-def plot(results, path):
-    "One panel per run: health and IoU per evaluation, best.pt marked (`redo_nb.robust.plot_health`)."
+def plot(results, path, columns: int = 4):
+    "One panel per run, `columns` to a row: health and IoU per evaluation, best.pt marked (`redo_nb.robust.plot_health`)."
     import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
-    runs = sorted(results, key=lambda r: (r['dataset'], r['minutes_budget'], r['name']))
-    fig, axs = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False, dpi=80)
-    for ax, r in zip(axs[0], runs):
-        plot_health(r['records'], ax=ax, title=f"{r['dataset']} {r['name']}: {r['minutes_budget']:.0f} min, {r['iterations']} it.")
+    runs = sorted(results, key=lambda r: (r.get('date', ''), r['dataset'], r['minutes_budget'], r['name']))
+    rows = -(-len(runs) // columns)
+    fig, axs = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, dpi=80)
+    for ax, r in zip(axs.flat, runs):
+        plot_health(r['records'], ax=ax, title=f"{r.get('date', '')} {r['dataset']} {r['name']}: {r['iterations']} it.")
         ax.title.set_fontsize(8)
+    for ax in axs.flat[len(runs):]: ax.axis('off')
     fig.tight_layout(); fig.savefig(path); plt.close(fig)
 
 
-def handover_figure(ckpt, data, path, n: int = 8, seed: int = 0):
-    "Photos of `data` with the masks of the model in `ckpt` (the object region as `redo_segment` picks it): a PNG."
+def masks_figure(ckpts: dict, data, path, n: int = 8, seed: int = 0):
+    """Photos of `data` and, one row per entry of `ckpts` (row title -> checkpoint), the masks of that model (the object
+    region as `redo_segment` picks it, its background dimmed): a PNG."""
     import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
     from redo_nb.cli import border_mass
     from redo_nb.inference import load_model, segment
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
     x, _ = data.batch(idx)
-    M = segment(load_model(ckpt), x)
-    fg = int(border_mass(M).argmin())
-    fig, axs = plt.subplots(2, n, figsize=(1.45 * n, 3.1), dpi=100)
-    for j in range(n):
-        axs[0, j].imshow(((x[j].permute(1, 2, 0) + 1) / 2).clamp(0, 1))
-        img, obj = ((x[j].permute(1, 2, 0) + 1) / 2).clamp(0, 1), (M[j].argmax(0) == fg)[..., None]
-        axs[1, j].imshow(torch.where(obj, img, 0.25 * img.mean(-1, keepdim=True) + 0.1))  # the object, its background dimmed
-        for a in axs[:, j]: a.axis('off')
+    img = ((x.permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1)
+    rows = [(None, img)]
+    for title, ckpt in ckpts.items():
+        M = segment(load_model(ckpt), x)
+        obj = (M.argmax(1) == int(border_mass(M).argmin()))[..., None]
+        rows.append((title, torch.where(obj, img, 0.25 * img.mean(-1, keepdim=True) + 0.1)))
+    fig, axs = plt.subplots(len(rows), n, figsize=(1.45 * n, 1.45 * len(rows) + 0.2 * sum(t is not None for t, _ in rows)), dpi=100, squeeze=False)
+    for i, (title, pics) in enumerate(rows):
+        for j in range(n): axs[i, j].imshow(pics[j]); axs[i, j].axis('off')
+        if title: axs[i, 0].set_title(title, fontsize=9, loc='left')
     fig.tight_layout(pad=0.2); fig.savefig(path); plt.close(fig)
 
 
@@ -103,12 +111,14 @@ def main(argv=None):
     ap.add_argument('--name', default='preset'); ap.add_argument('--out-dir', help='keep the run folder here')
     ap.add_argument('--results', default=str(RESULTS), help='folder of unsupervised.json and .png')
     ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
-    ap.add_argument('--figure-from', metavar='CKPT', help="only draw the dataset's photos with this checkpoint's masks")
+    ap.add_argument('--figure-from', nargs='+', metavar='[TITLE=]CKPT',
+                    help="only draw the dataset's photos with the masks of these checkpoints (one row each)")
     ap.add_argument('--figure', default=str(HERE.parent / 'nbs' / 'images' / 'handover.png'), help='where --figure-from draws')
     a = ap.parse_args(argv)
     loader, size = DATA[a.dataset]
     if a.figure_from:
-        return handover_figure(a.figure_from, loader(load_checkpoint(a.figure_from)['config']['img_size']), a.figure)
+        ckpts = dict(c.split('=', 1) if '=' in c else ('' if len(a.figure_from) == 1 else c, c) for c in a.figure_from)
+        return masks_figure(ckpts, loader(load_checkpoint(next(iter(ckpts.values())))['config']['img_size']), a.figure)
     if a.dataset != 'synthetic' and not SHARED.is_dir(): sys.exit(f'skipped: no data at {SHARED} (see its README)')
     size = a.size or size
     data = loader(size)
@@ -126,9 +136,12 @@ def main(argv=None):
         if 'health_score' in r: print(f"{r['minutes']:7.2f} min {r['iter']:6d} it  F {r['val_iou']:.3f}  health {r['health_score']:.3f}  disc {r['val_disc_iou']:.3f}")
         else: print('   ', r)
     print('verdict:', json.dumps(v))
-    entry = dict(dataset=a.dataset, name=a.name, minutes_budget=a.minutes, iterations=summary['iterations'],
+    at = {m: verdict(records, upto=m) for m in (30,) if m < a.minutes}  # shorter budgets seen inside this run
+    for m, vm in at.items(): print(f'verdict after {m} min:', json.dumps(vm))
+    entry = dict(dataset=a.dataset, name=a.name, date=time.strftime('%Y-%m-%d'), minutes_budget=a.minutes, iterations=summary['iterations'],
                  minutes=summary['minutes'], sec_per_iter=round(summary['sec_per_iter'], 4), threads=torch.get_num_threads(),
-                 stopped_by=summary['stopped_by'], rollbacks=summary['rollbacks'], config=cfg.to_dict(), records=records, verdict=v)
+                 stopped_by=summary['stopped_by'], rollbacks=summary['rollbacks'], config=cfg.to_dict(), records=records, verdict=v,
+                 verdict_at={str(m): vm for m, vm in at.items()})
     res = pathlib.Path(a.results); res.mkdir(parents=True, exist_ok=True)
     path = res / 'unsupervised.json'
     results = [r for r in (json.loads(path.read_text()) if path.is_file() else [])

@@ -120,7 +120,7 @@ def mask_health(M: torch.Tensor, I: torch.Tensor) -> dict:
     inside = 1 - min(1., (M[:, fg][:, band].mean() / max(M[:, fg].mean().item(), 1e-6)).item() * 0.5)
     typical = M[:, fg].mean(0) > 0.5
     specificity = 1 - _soft_iou(hard, typical.expand_as(hard)).mean().item()
-    score = agreement * balance * inside * min(1., 2 * specificity)
+    score = agreement * balance * inside * min(1., 4 * specificity)
     return dict(score=score, agreement=agreement, balance=balance, inside=inside, specificity=specificity,
                 object_region=fg, object_area=area)
 
