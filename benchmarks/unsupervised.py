@@ -18,13 +18,14 @@ Results are merged into benchmarks/results/unsupervised.json (one entry per data
 benchmarks/results/unsupervised.png. Minutes are wall minutes of the training loop: run on an idle machine.
 """
 import argparse, json, pathlib, sys, tempfile, time
+from types import SimpleNamespace
 import torch
 from redo_nb.cli import parse_setting
 from redo_nb.config import get_config
 from redo_nb.datasets import get_dataset
 from redo_nb.engine import load_checkpoint
 from redo_nb.photos import oxford17_flowers
-from redo_nb.robust import plot_health
+from redo_nb.robust import degrading, plot_health
 from redo_nb.train import Trainer
 from redo_nb.viz import load_metrics
 
@@ -67,6 +68,38 @@ def verdict(records, upto: float | None = None):
                 targets=dict(choice_within_0_03=by_iou['val_iou'] - by_health['val_iou'] <= 0.03,
                              end_within_0_05=by_iou['val_iou'] - end['val_iou'] <= 0.05,
                              above_disc_after_10min=all(r['val_iou'] >= r['val_disc_iou'] for r in late)))
+
+
+def summary_table(results, dates=None) -> str:
+    """The runs of `results` (entries of unsupervised.json; those of `dates` only, if given) as a markdown table, with
+    a row for the first 30 minutes of longer runs: F's IoU at best.pt (label-free), at the label-chosen best, at the end."""
+    ok = lambda b: 'yes' if b else '**no**'
+    rows = ['| date | data | run | iterations | best.pt (label-free) | best by labels | end | centred disc | lowest after 10 min '
+            '| rollbacks | choice within 0.03 | end within 0.05 | above disc after 10 min |', '|' + '---|' * 13]
+    for r in results:
+        if dates and r.get('date') not in dates: continue
+        for part, v in [('', r['verdict'])] + [(f' (first {m} min)', vm) for m, vm in r.get('verdict_at', {}).items()]:
+            n = v.get('end_iter', r['iterations'])
+            rb = sum(1 for x in r['records'] if x.get('event') == 'rollback' and x['iter'] <= n)
+            t, worst = v['targets'], v['worst_after_10min']
+            rows.append(f"| {r.get('date', '')} | {r['dataset']} | {r['name']}{part} | {n:,} | {v['label_free']:.3f} ({v['label_free_iter']:,}) "
+                        f"| {v['labels']:.3f} ({v['labels_iter']:,}) | {v['end']:.3f} | {v['disc']:.3f} | "
+                        f"{'-' if worst is None else f'{worst:.3f}'} | {rb} | {ok(t['choice_within_0_03'])} | "
+                        f"{ok(t['end_within_0_05'])} | {ok(t['above_disc_after_10min'])} |")
+    return '\n'.join(rows)
+
+
+def replay_degrading(records, drop: float, patience: int = 2):
+    """(iteration, F's IoU) of the first evaluation at which `redo_nb.robust.degrading` with `degrade_drop=drop` flags
+    a run, replayed on its logged health scores up to its first rollback (after it the run is a different run); None."""
+    t = SimpleNamespace(cfg=SimpleNamespace(degrade_drop=drop, degrade_patience=patience, on_degrade='rollback'),
+                        best_by={'health': {'health': float('-inf')}}, _bad_evals=0)
+    for r in records:
+        if r.get('event') == 'rollback': return None
+        if 'health' not in r: continue
+        t.best_by['health']['health'] = max(t.best_by['health']['health'], r['health']['score'])
+        if degrading(t, r): return r['iter'], r['eval']['model']['image']['iou']
+    return None
 
 
 def plot(results, path, columns: int = 4):
@@ -148,6 +181,7 @@ def main(argv=None):
                if (r['dataset'], r['minutes_budget'], r['name']) != (a.dataset, a.minutes, a.name)] + [entry]
     path.write_text(json.dumps(results, indent=1))
     plot(results, res / 'unsupervised.png')
+    print(summary_table([entry]))
     return entry
 
 
