@@ -261,6 +261,7 @@ def _flush(self: Trainer):
     n = len(self._pending)
     vals = self._check_rows(self._pending, self.iteration - n + 1).mean(0).tolist()
     rec = {'iter': self.iteration, 'minutes': round(self._minutes(), 3), **dict(zip(self._log_keys, vals))}
+    if self.cfg.augment and self.cfg.ada_target is not None: rec['ada_p'] = round(self.ada_p, 4)  # beyond the paper
     self._pending = []
     self._log(rec)
     return rec

@@ -202,7 +202,7 @@ def load_metrics(run):
 
 # %% ../nbs/08_viz.ipynb #c107bf84
 _PANELS = (('losses', ('loss',)), ('mask areas', ('area',)), ('validation', ('val',)),
-           ('health (no labels)', ('health', 'd_sign_real')))
+           ('health (no labels)', ('health', 'd_sign_real', 'ada_p')))
 
 def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

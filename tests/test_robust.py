@@ -90,6 +90,8 @@ def test_augmentation_ema_and_their_state_survive_a_checkpoint(tiny_config):
     assert t.ada_p == pytest.approx(8 / 500)  # r_t >= -1: every 4 iterations p moves up by 4 / ada_iters
     ck = load_checkpoint(Path(s['run_dir']) / 'last.pt')
     assert ck['robust']['ada_p'] == t.ada_p
+    logged = [r['ada_p'] for r in t.history if 'ada_p' in r]  # the strength is in metrics.jsonl, rising
+    assert logged and logged[-1] == pytest.approx(t.ada_p, abs=1e-4) and logged == sorted(logged)
     assert any(not torch.equal(a, b) for a, b in zip(t.F_ema.state_dict().values(), t.model.F.state_dict().values()))
     model = load_model(Path(s['run_dir']) / 'last.pt')  # the averaged F is the one handed over
     for k, v in model.F.state_dict().items(): torch.testing.assert_close(v.float(), t.F_ema.state_dict()[k].float())
