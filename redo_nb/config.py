@@ -56,7 +56,7 @@ class TrainConfig:
     health_images: int = 128        # training images the label-free health score is computed on
     select: str = 'labels'          # best.pt by 'labels' (validation IoU, the paper) or 'health' (label-free score)
     on_degrade: str = 'none'        # when health falls degrade_drop below its best: 'none', 'rollback' or 'stop'
-    degrade_drop: float = 0.15      # relative fall of the health score that counts as degrading (0.25 caught declines 500 it. later)
+    degrade_drop: float = 0.15      # relative fall of the health score that counts as degrading
     degrade_patience: int = 2       # ... at this many evaluations in a row
     max_rollbacks: int = 3          # rollbacks before the run stops instead
     # --- schedule
