@@ -120,8 +120,9 @@ def run_report(summary: dict) -> str:
                                                                     ('score', 'agreement', 'balance', 'inside', 'specificity')))
     if s['stopped_by'] == 'degraded': lines.append('training stopped early: the masks were degrading (health well below its best)')
     if best:
-        why = (f"label-free health score {best['health']:.3f}" if best['by'] == 'health' else f"validation IoU {best['iou']:.3f}")
-        lines.append(f"the model to use: {s['run_dir']}/best.pt (iteration {best['iter']}, chosen by its {why})")
+        why = (f"chosen without labels: agreement with its refinement {best['agreement']:.3f}, health {best['health']:.3f}"
+               if best['by'] == 'health' else f"chosen by its validation IoU {best['iou']:.3f}")
+        lines.append(f"the model to use: {s['run_dir']}/best.pt (iteration {best['iter']}, {why})")
         other = s['best_by'].get('labels' if best['by'] == 'health' else 'health')
         if best['by'] == 'health' and other:
             lines.append(f"  its validation IoU {best['iou']:.3f}; the best by labels: {other['iou']:.3f} at iteration "

@@ -13,7 +13,8 @@ from .refine import refine_masks
 
 # %% auto #0
 __all__ = ['AUGMENTATIONS', 'parse_policy', 'augment_params', 'apply_augment', 'ada_step', 'make_ema', 'ema_update', 'lr_factor',
-           'mask_health', 'plot_health', 'augment_for_d', 'adapt_augment', 'set_lrs', 'health', 'degrading', 'rollback']
+           'mask_health', 'label_free_better', 'label_free_choice', 'plot_health', 'augment_for_d', 'adapt_augment',
+           'set_lrs', 'health', 'degrading', 'rollback']
 
 # %% ../nbs/12_small_data.ipynb #ca5d2216
 AUGMENTATIONS = ('color', 'translation', 'cutout')
@@ -124,9 +125,25 @@ def mask_health(M: torch.Tensor, I: torch.Tensor) -> dict:
     return dict(score=score, agreement=agreement, balance=balance, inside=inside, specificity=specificity,
                 object_region=fg, object_area=area)
 
+# %% ../nbs/12_small_data.ipynb #8aa55d0a
+def label_free_better(entry: dict, chosen: dict | None, peak: float, drop: float = 0.15) -> bool:
+    """Should the evaluation `entry` (its health `score` under 'health' and its 'agreement') replace the label-free
+    choice `chosen`? Only if it is healthy (within `drop` of the run's best score so far, `peak`) and agrees better."""
+    return entry['health'] >= (1 - drop) * peak and (chosen is None or entry['agreement'] > chosen.get('agreement', -1.))
+
+def label_free_choice(records, drop: float = 0.15) -> dict | None:
+    "The evaluation record `best.pt` holds in a run with `select='health'`, replayed from its log (`load_metrics` records)."
+    peak, chosen = float('-inf'), None
+    for r in records:
+        if 'health_score' not in r: continue
+        entry = {'health': r['health_score'], 'agreement': r['health_agreement']}
+        peak = max(peak, entry['health'])
+        if label_free_better(entry, chosen and {'agreement': chosen['health_agreement']}, peak, drop): chosen = r
+    return chosen
+
 # %% ../nbs/12_small_data.ipynb #52e03b17
-def plot_health(run, ax=None, title: str | None = None):
-    "Health score (and IoU, if scored) of `run` (a run folder or records) per evaluation, with best.pt and rollbacks."
+def plot_health(run, ax=None, title: str | None = None, drop: float = 0.15):
+    "Health score (and IoU, if scored) of `run` (a run folder or records) per evaluation, the label-free choice, rollbacks."
     import matplotlib.pyplot as plt
     from redo_nb.viz import load_metrics
     recs = load_metrics(run)
@@ -140,8 +157,8 @@ def plot_health(run, ax=None, title: str | None = None):
     if any('val_iou' in r for r in ev):
         ax.plot(x, [r.get('val_iou') for r in ev], color='C0', label='F IoU (labels, unseen by the run)')
         if 'val_disc_iou' in ev[-1]: ax.axhline(ev[-1]['val_disc_iou'], color='0.5', ls=':', lw=0.8, label='centred disc')
-    best = max(ev, key=lambda r: r['health_score'])
-    ax.plot([best['iter']], [best['health_score']], 'o', color='C1', label=f"best.pt (iteration {best['iter']})")
+    best = label_free_choice(ev, drop)
+    ax.plot([best['iter']], [best['health_score']], 'o', color='C1', label=f"label-free choice (iteration {best['iter']})")
     for r in recs:
         if r.get('event') == 'rollback': ax.axvline(r['iter'], color='C3', lw=0.8)
     ax.set(xlabel='iteration', ylim=(0, 1), title=title or '')
@@ -179,8 +196,8 @@ def health(trainer) -> dict:
 
 def degrading(trainer, rec: dict) -> bool:
     "Has the health score stayed `degrade_drop` below its best for `degrade_patience` evaluations?"
-    cfg, best = trainer.cfg, trainer.best_by['health']['health']
-    trainer._bad_evals = trainer._bad_evals + 1 if rec['health']['score'] < (1 - cfg.degrade_drop) * best else 0
+    cfg, peak = trainer.cfg, trainer.best_by['peak']['health']
+    trainer._bad_evals = trainer._bad_evals + 1 if rec['health']['score'] < (1 - cfg.degrade_drop) * peak else 0
     return cfg.on_degrade != 'none' and trainer._bad_evals >= cfg.degrade_patience
 
 def rollback(trainer):

@@ -22,7 +22,7 @@ from .data import to_float_image
 from .datasets import get_dataset
 from .selftrain import mask_terms
 from .viz import redraw_grid
-from .robust import apply_augment, augment_for_d, adapt_augment, make_ema, ema_update, set_lrs, health, degrading, rollback
+from .robust import apply_augment, augment_for_d, adapt_augment, make_ema, ema_update, set_lrs, health, label_free_better, degrading, rollback
 
 # %% auto #0
 __all__ = ['Trainer', 'generator_step', 'discriminator_step', 'region_areas', 'collapsed', 'restart', 'validation_iou',
@@ -354,11 +354,13 @@ def _out_of_time(self: Trainer) -> bool:
 def _due(it: int, every: int) -> bool: return every > 0 and it % every == 0
 
 def _choose(self: Trainer, rec: dict) -> bool:
-    "Update the best model by labels and by health; True when the one `best.pt` follows improved."
+    "Update the best model by labels and without them; True when the one `best.pt` follows improved."
     iou = validation_iou(rec['eval']) if rec.get('eval') else None
-    entry = {'iter': self.iteration, 'restarts': self.restarts, 'iou': iou, 'health': rec['health']['score']}
+    entry = {'iter': self.iteration, 'restarts': self.restarts, 'iou': iou, 'health': rec['health']['score'],
+             'agreement': rec['health']['agreement']}
+    if self.best_by.get('peak') is None or entry['health'] > self.best_by['peak']['health']: self.best_by['peak'] = entry
     better = {'labels': iou is not None and (self.best_by.get('labels') is None or iou > self.best_by['labels']['iou']),
-              'health': self.best_by.get('health') is None or entry['health'] > self.best_by['health']['health']}
+              'health': label_free_better(entry, self.best_by.get('health'), self.best_by['peak']['health'], self.cfg.degrade_drop)}
     for k, b in better.items():
         if b: self.best_by[k] = entry
     by = self.cfg.select if iou is not None else 'health'  # without labels, health is all there is
