@@ -125,7 +125,7 @@ def mask_health(M: torch.Tensor, I: torch.Tensor) -> dict:
     return dict(score=score, agreement=agreement, balance=balance, inside=inside, specificity=specificity,
                 object_region=fg, object_area=area)
 
-# %% ../nbs/12_small_data.ipynb #8aa55d0a
+# %% ../nbs/12_small_data.ipynb #f02811d3
 def label_free_better(entry: dict, chosen: dict | None, peak: float, drop: float = 0.15) -> bool:
     """Should the evaluation `entry` (its health `score` under 'health' and its 'agreement') replace the label-free
     choice `chosen`? Only if it is healthy (within `drop` of the run's best score so far, `peak`) and agrees better."""
