@@ -144,6 +144,7 @@ def main(argv=None):
     ap.add_argument('--iters', type=int, default=10**9); ap.add_argument('--size', type=int)
     ap.add_argument('--seed', type=int, default=0); ap.add_argument('--threads', type=int)
     ap.add_argument('--name', default='preset'); ap.add_argument('--out-dir', help='keep the run folder here')
+    ap.add_argument('--session', help="the work session's label, for grouping on the results page")
     ap.add_argument('--results', default=str(RESULTS), help='folder of unsupervised.json and .png')
     ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
     ap.add_argument('--figure-from', nargs='+', metavar='[TITLE=]CKPT',
@@ -173,7 +174,7 @@ def main(argv=None):
     print('verdict:', json.dumps(v))
     at = {'30': verdict(records, upto=30)} if a.minutes > 30 else {}  # the 30-minute budget seen inside a longer run
     for m, vm in at.items(): print(f'verdict after {m} min:', json.dumps(vm))
-    entry = dict(dataset=a.dataset, name=a.name, date=time.strftime('%Y-%m-%d'), minutes_budget=a.minutes, iterations=summary['iterations'],
+    entry = dict(dataset=a.dataset, name=a.name, session=a.session, date=time.strftime('%Y-%m-%d'), minutes_budget=a.minutes, iterations=summary['iterations'],
                  minutes=summary['minutes'], sec_per_iter=round(summary['sec_per_iter'], 4), threads=torch.get_num_threads(),
                  stopped_by=summary['stopped_by'], rollbacks=summary['rollbacks'], config=cfg.to_dict(), records=records, verdict=v,
                  verdict_at=at)

@@ -118,7 +118,9 @@ def run_report(summary: dict) -> str:
     h = s.get('final_health')
     if h: lines.append('health at the end (label-free): ' + ', '.join(f'{k} {h[k]:.2f}' for k in
                                                                     ('score', 'agreement', 'balance', 'inside', 'specificity')))
-    if s['stopped_by'] == 'degraded': lines.append('training stopped early: the masks were degrading (health well below its best)')
+    if s['stopped_by'] == 'degraded':
+        lines.append(f"training stopped early: the masks were degrading (health well below its best) after {s['rollbacks']} "
+                     f"rollback(s); the run ends with best.pt's model, and last.pt holds it too")
     if best:
         why = (f"chosen without labels: agreement with its refinement {best['agreement']:.3f}, health {best['health']:.3f}"
                if best['by'] == 'health' else f"chosen by its validation IoU {best['iou']:.3f}")

@@ -46,6 +46,7 @@ class TrainConfig:
     edge_warmup: int = 0            # lambda_edge is off for this many iterations, then ramps up over as many
     lambda_self: float = 0.0        # weight of self-training on F's masks refined on image edges
     self_warmup: int = 0            # lambda_self's warm-up, as edge_warmup
+    lambda_frame: float = 0.0       # weight of the frame prior: the image's frame belongs to the background
     eval_refine: bool = True        # evaluations also score the refined masks (redo_nb.refine)
     # --- not in the paper (notebook 12_small_data): small collections, model choice without labels
     augment: str = ''               # differentiable augmentation of all D's inputs, e.g. 'color,translation' ('': off)
@@ -57,8 +58,8 @@ class TrainConfig:
     select: str = 'labels'          # best.pt by 'labels' (validation IoU, the paper) or 'health' (label-free score)
     on_degrade: str = 'none'        # when health falls degrade_drop below its best: 'none', 'rollback' or 'stop'
     degrade_drop: float = 0.15      # relative fall of the health score that counts as degrading
-    degrade_patience: int = 2       # ... at this many evaluations in a row
-    max_rollbacks: int = 3          # rollbacks before the run stops instead
+    degrade_patience: int = 1       # ... at this many evaluations in a row
+    max_rollbacks: int = 1          # rollbacks before the run stops instead (with best.pt's weights)
     # --- schedule
     iters: int = 40_000
     max_minutes: float | None = None  # wall-clock budget; training stops (and evaluates) when it is spent
@@ -97,7 +98,7 @@ class TrainConfig:
         for k in ('img_size', 'size_z', 'batch_size', 'log_every', 'eval_every', 'ckpt_every', 'collapse_check_every',
                   'ada_iters', 'health_images', 'degrade_patience'):
             if getattr(self, k) <= 0: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be positive')
-        for k in ('iters', 'lambda_edge', 'edge_warmup', 'lambda_self', 'self_warmup', 'max_rollbacks'):
+        for k in ('iters', 'lambda_edge', 'lambda_frame', 'edge_warmup', 'lambda_self', 'self_warmup', 'max_rollbacks'):
             if getattr(self, k) < 0: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be >= 0')
         for k in ('ema_f', 'lr_decay', 'degrade_drop'):
             if not 0 <= getattr(self, k) <= 1: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be in [0, 1]')

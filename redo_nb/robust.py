@@ -10,11 +10,12 @@ import torch.distributed as dist
 import torch.nn.functional as nnf
 from .engine import load_checkpoint, restore_training_state
 from .refine import refine_masks
+from .selftrain import frame_band
 
 # %% auto #0
 __all__ = ['AUGMENTATIONS', 'parse_policy', 'augment_params', 'apply_augment', 'ada_step', 'make_ema', 'ema_update', 'lr_factor',
            'mask_health', 'label_free_better', 'label_free_choice', 'plot_health', 'augment_for_d', 'adapt_augment',
-           'set_lrs', 'health', 'degrading', 'rollback']
+           'set_lrs', 'health', 'degrading', 'rollback', 'stop_at_best']
 
 # %% ../nbs/12_small_data.ipynb #ca5d2216
 AUGMENTATIONS = ('color', 'translation', 'cutout')
@@ -95,11 +96,6 @@ def lr_factor(progress: float, decay: float) -> float:
     return 1 - decay * (1 - math.cos(math.pi * min(max(progress, 0.), 1.))) / 2
 
 # %% ../nbs/12_small_data.ipynb #c8ecaaf8
-def _border_band(H: int, W: int, width: int, device=None) -> torch.Tensor:
-    band = torch.ones(H, W, dtype=torch.bool, device=device)
-    band[width:H - width, width:W - width] = False
-    return band
-
 def _soft_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     "IoU per image of hard masks `a`, `b` (B, H, W) bool; 1 where both are empty."
     inter, union = (a & b).flatten(1).sum(1).float(), (a | b).flatten(1).sum(1).float()
@@ -110,7 +106,7 @@ def mask_health(M: torch.Tensor, I: torch.Tensor) -> dict:
     "Label-free health of masks `M` (B, n, H, W) of images `I` (B, 3, H, W): its parts and their product `score`."
     M = M.float()
     B, n, H, W = M.shape
-    band = _border_band(H, W, max(1, H // 16), M.device)
+    band = frame_band(H, W, device=M.device)
     border = M[:, :, band].mean((0, 2))                # each region's mean mass on the border band
     fg = int(border.argmin())                          # the object: the region the frame shows least of
     area = M[:, fg].mean().item()
@@ -200,12 +196,24 @@ def degrading(trainer, rec: dict) -> bool:
     trainer._bad_evals = trainer._bad_evals + 1 if rec['health']['score'] < (1 - cfg.degrade_drop) * peak else 0
     return cfg.on_degrade != 'none' and trainer._bad_evals >= cfg.degrade_patience
 
-def rollback(trainer):
-    "Return to best.pt's weights and optimisers with halved learning rates; keep the clock, log and sampling."
+def _return_to_best(trainer):
+    "Load best.pt's weights, optimisers and small-data state; the iteration count, clock, log and sampling go on."
     path = [str(trainer.run_dir/'best.pt') if trainer.rank == 0 else None]
     if trainer.world > 1: dist.broadcast_object_list(path, 0)
     gen = trainer.gen.get_state()
     restore_training_state(trainer, load_checkpoint(path[0]))
     trainer.gen.set_state(gen)
-    trainer.lr_scale, trainer.rollbacks, trainer._bad_evals = trainer.lr_scale / 2, trainer.rollbacks + 1, 0
+    trainer._bad_evals = 0
+
+def rollback(trainer):
+    "Return to best.pt's weights and optimisers with halved learning rates, and go on."
+    _return_to_best(trainer)
+    trainer.lr_scale, trainer.rollbacks = trainer.lr_scale / 2, trainer.rollbacks + 1
+    set_lrs(trainer)
     trainer._log({'iter': trainer.iteration, 'event': 'rollback', 'to_iter': trainer.best['iter'], 'lr_scale': trainer.lr_scale})
+
+def stop_at_best(trainer):
+    "End a degrading run with best.pt's weights, so that last.pt and the final evaluation are the model to use."
+    _return_to_best(trainer)
+    set_lrs(trainer)  # the optimisers' state as the run left it, for a resume
+    trainer._log({'iter': trainer.iteration, 'event': 'stop', 'to_iter': trainer.best['iter']})

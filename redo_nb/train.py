@@ -22,7 +22,7 @@ from .data import to_float_image
 from .datasets import get_dataset
 from .selftrain import mask_terms
 from .viz import redraw_grid
-from .robust import apply_augment, augment_for_d, adapt_augment, make_ema, ema_update, set_lrs, health, label_free_better, degrading, rollback
+from .robust import apply_augment, augment_for_d, adapt_augment, make_ema, ema_update, set_lrs, health, label_free_better, degrading, rollback, stop_at_best
 
 # %% auto #0
 __all__ = ['Trainer', 'generator_step', 'discriminator_step', 'region_areas', 'collapsed', 'restart', 'validation_iou',
@@ -415,7 +415,7 @@ def fit(self: Trainer) -> dict:
             self._flush(); last_eval = self.iteration
             if self._eval_and_save()[1]:  # degrading (beyond the paper): roll back, or stop with best.pt
                 if cfg.on_degrade == 'rollback' and self.rollbacks < cfg.max_rollbacks: rollback(self)
-                else: stop = 'degraded'; break
+                else: stop = 'degraded'; stop_at_best(self); last_eval = None; break
         elif cfg.sample_every and _due(self.iteration, cfg.sample_every) and self.rank == 0:
             self.save_samples(self.run_dir/f'samples_{self.iteration:06d}.png')
         if _due(self.iteration, cfg.ckpt_every): self._flush(); self.save_checkpoint('last.pt')

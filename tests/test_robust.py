@@ -53,13 +53,16 @@ def test_health_flags_a_degenerating_run_which_stops_with_the_healthy_model(tiny
     s = t.fit()
     assert s['stopped_by'] == 'degraded' and s['iterations'] == 40  # bad at 30 and 40: two evaluations in a row
     healths = [r['health']['score'] for r in t.history if 'health' in r]
-    assert healths[-1] < 0.75 * max(healths[:2]) and healths[-2] < 0.75 * max(healths[:2])
+    assert len(healths) == 5  # 10, 20, 30, 40 and the final evaluation of the model the run ends with
+    assert healths[-3] < 0.75 * max(healths[:2]) and healths[-2] < 0.75 * max(healths[:2])
     assert s['best']['iter'] in (10, 20)
-    best = load_model(Path(s['run_dir']) / 'best.pt')
-    x = t._scale(t.images[t.health_idx])
-    assert mask_health(best.masks(x), x)['score'] > 2 * healths[-1]  # the model handed over is the healthy one
-    areas = best.masks(x).mean((0, 2, 3))
-    assert areas.min() > 0.05 and s['final_health']['balance'] < 0.2
+    assert [r['to_iter'] for r in t.history if r.get('event') == 'stop'] == [s['best']['iter']]
+    run, x = Path(s['run_dir']), t._scale(t.images[t.health_idx])
+    best, last = load_model(run / 'best.pt'), load_model(run / 'last.pt')
+    assert mask_health(best.masks(x), x)['score'] > 2 * healths[-2]  # the model handed over is the healthy one
+    torch.testing.assert_close(last.masks(x), best.masks(x))  # and no file of the run holds the degraded one
+    assert best.masks(x).mean((0, 2, 3)).min() > 0.05
+    assert s['final_health']['score'] == pytest.approx(healths[-1]) and healths[-1] > 2 * healths[-2]
 
 
 def test_a_degenerating_run_rolls_back_with_halved_learning_rates(tiny_config):
