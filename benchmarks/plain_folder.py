@@ -36,11 +36,10 @@ def write_folder(dataset: str, folder: pathlib.Path) -> int:
 
 def score(run: pathlib.Path, dataset: str) -> dict:
     "F's IoU per image (the paper's protocol, masks not refined) of best.pt and last.pt on the labelled photos, and the disc."
-    out = {}
-    for name in ('best.pt', 'last.pt'):
-        model = load_model(run / name)
-        data = DATA[dataset][0](model.config.img_size).labelled_subset()
-        x, gt = data.batch(torch.arange(len(data)))
+    out, models = {}, {name: load_model(run / name) for name in ('best.pt', 'last.pt')}
+    data = DATA[dataset][0](models['best.pt'].config.img_size).labelled_subset()
+    x, gt = data.batch(torch.arange(len(data)))
+    for name, model in models.items():
         s = evaluate(model.masks, x, gt)
         out[name] = round(s['model']['image']['iou'], 4)
         out['disc'] = round(s['centred_disc']['image']['iou'], 4)

@@ -7,6 +7,7 @@ run hands over (best.pt, chosen without labels) against the labels it never saw.
     python benchmarks/unsupervised.py synthetic --minutes 10           # the built-in data (32 px): must not get worse
     python benchmarks/unsupervised.py humans --minutes 30 --set augment= --name no-augment   # any TrainConfig field
     python benchmarks/unsupervised.py oxford17 --figure-from runs/x/best.pt   # the front page's figure from a model
+    python benchmarks/unsupervised.py --merge /tmp/a/unsupervised.json /tmp/b/unsupervised.json   # runs made side by side
     python benchmarks/unsupervised.py oxford17-1 --figure-from "early=runs/x/best.pt" "end=runs/x/last.pt" --figure f.png
 
 The run trains on every photo (labels unseen) and scores F (not refined) on the labelled ones at every evaluation,
@@ -25,7 +26,7 @@ from redo_nb.config import get_config
 from redo_nb.datasets import get_dataset
 from redo_nb.engine import load_checkpoint
 from redo_nb.photos import oxford17_flowers
-from redo_nb.robust import degrading, label_free_choice, plot_health
+from redo_nb.robust import degrading, label_free_choice, plot_health, prior_scaffold
 from redo_nb.train import Trainer
 from redo_nb.viz import load_metrics
 
@@ -54,13 +55,13 @@ def run_records(history):
     return [{k: v for k, v in r.items() if k != 'by_source'} for r in history if 'health' in r or r.get('event')]
 
 
-def verdict(records, upto: float | None = None):
+def verdict(records, upto: float | None = None, scaffold: int = 0):
     """F's IoU at the label-free choice (best.pt, `label_free_choice` replayed on the log), at the label-chosen best and at
     the end; the issue's targets. `largest_score`: F's IoU where the health score peaked (best.pt until session 11)."""
     ev = [r for r in load_metrics(records) if 'health_score' in r and 'val_iou' in r]
     if upto is not None:  # the run as if its budget had been `upto` minutes (the cpu preset has no schedule)
         ev = [r for r in ev if r['minutes'] <= upto * 1.02]
-    by_iou, by_health, end = max(ev, key=lambda r: r['val_iou']), label_free_choice(ev), ev[-1]
+    by_iou, by_health, end = max(ev, key=lambda r: r['val_iou']), label_free_choice(ev, scaffold=scaffold), ev[-1]
     late = [r for r in ev if r['minutes'] >= 10]
     return dict(label_free=by_health['val_iou'], label_free_iter=by_health['iter'], labels=by_iou['val_iou'], end_iter=end['iter'],
                 labels_iter=by_iou['iter'], end=end['val_iou'], largest_score=max(ev, key=lambda r: r['health_score'])['val_iou'], disc=end['val_disc_iou'],
@@ -69,6 +70,11 @@ def verdict(records, upto: float | None = None):
                 targets=dict(choice_within_0_03=by_iou['val_iou'] - by_health['val_iou'] <= 0.03,
                              end_within_0_05=by_iou['val_iou'] - end['val_iou'] <= 0.05,
                              above_disc_after_10min=all(r['val_iou'] >= r['val_disc_iou'] for r in late)))
+
+
+def scaffold_of(config: dict) -> int:
+    "`prior_scaffold` of a run's saved config (runs older than the centre prior have none)."
+    return prior_scaffold(SimpleNamespace(lambda_centre=config.get('lambda_centre', 0.), centre_iters=config.get('centre_iters', 0)))
 
 
 def summary_table(results, dates=None) -> str:
@@ -80,7 +86,8 @@ def summary_table(results, dates=None) -> str:
             '| lowest after 10 min | rollbacks | choice within 0.03 | end within 0.05 | above disc after 10 min |', '|' + '---|' * 14]
     for r in results:
         if dates and r.get('date') not in dates: continue
-        for part, v in [('', verdict(r['records']))] + [(f' (first {m} min)', verdict(r['records'], float(m))) for m in r.get('verdict_at', {})]:
+        s = scaffold_of(r['config'])
+        for part, v in [('', verdict(r['records'], scaffold=s))] + [(f' (first {m} min)', verdict(r['records'], float(m), s)) for m in r.get('verdict_at', {})]:
             n = v.get('end_iter', r['iterations'])
             rb = sum(1 for x in r['records'] if x.get('event') == 'rollback' and x['iter'] <= n)
             t, worst = v['targets'], v['worst_after_10min']
@@ -94,7 +101,7 @@ def summary_table(results, dates=None) -> str:
 def replay_degrading(records, drop: float, patience: int = 2):
     """(iteration, F's IoU) of the first evaluation at which `redo_nb.robust.degrading` with `degrade_drop=drop` flags
     a run, replayed on its logged health scores up to its first rollback (after it the run is a different run); None."""
-    t = SimpleNamespace(cfg=SimpleNamespace(degrade_drop=drop, degrade_patience=patience, on_degrade='rollback'),
+    t = SimpleNamespace(cfg=SimpleNamespace(degrade_drop=drop, degrade_patience=patience, on_degrade='rollback', lambda_centre=0.),
                         best_by={'peak': {'health': float('-inf')}}, _bad_evals=0)
     for r in records:
         if r.get('event') == 'rollback': return None
@@ -111,7 +118,7 @@ def plot(results, path, columns: int = 4):
     rows = -(-len(runs) // columns)
     fig, axs = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, dpi=80)
     for ax, r in zip(axs.flat, runs):
-        plot_health(r['records'], ax=ax, title=f"{r.get('date', '')} {r['dataset']} {r['name']}: {r['iterations']} it.")
+        plot_health(r['records'], ax=ax, title=f"{r.get('date', '')} {r['dataset']} {r['name']}: {r['iterations']} it.", scaffold=scaffold_of(r['config']))
         ax.title.set_fontsize(8)
     for ax in axs.flat[len(runs):]: ax.axis('off')
     fig.tight_layout(); fig.savefig(path); plt.close(fig)
@@ -140,7 +147,7 @@ def masks_figure(ckpts: dict, data, path, n: int = 8, seed: int = 0):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('dataset', choices=sorted(DATA)); ap.add_argument('--minutes', type=float, default=30)
+    ap.add_argument('dataset', nargs='?', choices=sorted(DATA)); ap.add_argument('--minutes', type=float, default=30)
     ap.add_argument('--iters', type=int, default=10**9); ap.add_argument('--size', type=int)
     ap.add_argument('--seed', type=int, default=0); ap.add_argument('--threads', type=int)
     ap.add_argument('--name', default='preset'); ap.add_argument('--out-dir', help='keep the run folder here')
@@ -150,7 +157,11 @@ def main(argv=None):
     ap.add_argument('--figure-from', nargs='+', metavar='[TITLE=]CKPT',
                     help="only draw the dataset's photos with the masks of these checkpoints (one row each)")
     ap.add_argument('--figure', default=str(HERE.parent / 'nbs' / 'images' / 'handover.png'), help='where --figure-from draws')
+    ap.add_argument('--merge', nargs='+', metavar='JSON',
+                    help='merge the entries of these unsupervised.json files (runs made side by side, each with its own --results) into --results')
     a = ap.parse_args(argv)
+    if a.merge: return save_entries([e for f in a.merge for e in json.loads(pathlib.Path(f).read_text())], pathlib.Path(a.results))
+    if a.dataset is None: ap.error('a dataset is needed (or --merge)')
     loader, size = DATA[a.dataset]
     if a.figure_from:
         ckpts = dict(c.split('=', 1) if '=' in c else ('' if len(a.figure_from) == 1 else c, c) for c in a.figure_from)
@@ -167,25 +178,30 @@ def main(argv=None):
         trainer = Trainer(cfg, data=data, val_data=scored)
         summary = trainer.fit()
     records = run_records(trainer.history)
-    v = verdict(records)
+    v = verdict(records, scaffold=prior_scaffold(cfg))
     for r in load_metrics(records):
         if 'health_score' in r: print(f"{r['minutes']:7.2f} min {r['iter']:6d} it  F {r['val_iou']:.3f}  health {r['health_score']:.3f}  disc {r['val_disc_iou']:.3f}")
         else: print('   ', r)
     print('verdict:', json.dumps(v))
-    at = {'30': verdict(records, upto=30)} if a.minutes > 30 else {}  # the 30-minute budget seen inside a longer run
+    at = {'30': verdict(records, upto=30, scaffold=prior_scaffold(cfg))} if a.minutes > 30 else {}  # the 30-minute budget seen inside a longer run
     for m, vm in at.items(): print(f'verdict after {m} min:', json.dumps(vm))
     entry = dict(dataset=a.dataset, name=a.name, session=a.session, date=time.strftime('%Y-%m-%d'), minutes_budget=a.minutes, iterations=summary['iterations'],
                  minutes=summary['minutes'], sec_per_iter=round(summary['sec_per_iter'], 4), threads=torch.get_num_threads(),
                  stopped_by=summary['stopped_by'], rollbacks=summary['rollbacks'], config=cfg.to_dict(), records=records, verdict=v,
                  verdict_at=at)
-    res = pathlib.Path(a.results); res.mkdir(parents=True, exist_ok=True)
-    path = res / 'unsupervised.json'
-    results = [r for r in (json.loads(path.read_text()) if path.is_file() else [])
-               if (r['dataset'], r['minutes_budget'], r['name']) != (a.dataset, a.minutes, a.name)] + [entry]
+    save_entries([entry], pathlib.Path(a.results))
+    return entry
+
+
+def save_entries(entries, res: pathlib.Path):
+    "Merge `entries` into `res`/unsupervised.json (replacing those of the same dataset, budget and name), redraw, print."
+    res.mkdir(parents=True, exist_ok=True)
+    path, key = res / 'unsupervised.json', lambda r: (r['dataset'], r['minutes_budget'], r['name'])
+    new = {key(e) for e in entries}
+    results = [r for r in (json.loads(path.read_text()) if path.is_file() else []) if key(r) not in new] + entries
     path.write_text(json.dumps(results, indent=1))
     plot(results, res / 'unsupervised.png')
-    print(summary_table([entry]))
-    return entry
+    print(summary_table(entries))
 
 
 if __name__ == '__main__':

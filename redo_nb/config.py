@@ -47,6 +47,8 @@ class TrainConfig:
     lambda_self: float = 0.0        # weight of self-training on F's masks refined on image edges
     self_warmup: int = 0            # lambda_self's warm-up, as edge_warmup
     lambda_frame: float = 0.0       # weight of the frame prior: the image's frame belongs to the background
+    lambda_centre: float = 0.0      # weight of the centre prior: F starts from the centred disc ...
+    centre_iters: int = 1000        # ... and the prior fades out over this many iterations
     eval_refine: bool = True        # evaluations also score the refined masks (redo_nb.refine)
     # --- not in the paper (notebook 12_small_data): small collections, model choice without labels
     augment: str = ''               # differentiable augmentation of all D's inputs, e.g. 'color,translation' ('': off)
@@ -96,9 +98,9 @@ class TrainConfig:
                 raise ValueError(f'TrainConfig.{k}={getattr(self, k)!r}: expected one of {allowed}')
         if self.n < 2: raise ValueError(f'TrainConfig.n={self.n}: ReDO needs at least 2 regions')
         for k in ('img_size', 'size_z', 'batch_size', 'log_every', 'eval_every', 'ckpt_every', 'collapse_check_every',
-                  'ada_iters', 'health_images', 'degrade_patience'):
+                  'ada_iters', 'health_images', 'degrade_patience', 'centre_iters'):
             if getattr(self, k) <= 0: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be positive')
-        for k in ('iters', 'lambda_edge', 'lambda_frame', 'edge_warmup', 'lambda_self', 'self_warmup', 'max_rollbacks'):
+        for k in ('iters', 'lambda_edge', 'lambda_frame', 'lambda_centre', 'edge_warmup', 'lambda_self', 'self_warmup', 'max_rollbacks'):
             if getattr(self, k) < 0: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be >= 0')
         for k in ('ema_f', 'lr_decay', 'degrade_drop'):
             if not 0 <= getattr(self, k) <= 1: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be in [0, 1]')

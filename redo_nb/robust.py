@@ -14,8 +14,8 @@ from .selftrain import frame_band
 
 # %% auto #0
 __all__ = ['AUGMENTATIONS', 'parse_policy', 'augment_params', 'apply_augment', 'ada_step', 'make_ema', 'ema_update', 'lr_factor',
-           'mask_health', 'label_free_better', 'label_free_choice', 'plot_health', 'augment_for_d', 'adapt_augment',
-           'set_lrs', 'health', 'degrading', 'rollback', 'stop_at_best']
+           'mask_health', 'label_free_better', 'prior_scaffold', 'label_free_choice', 'plot_health', 'augment_for_d',
+           'adapt_augment', 'set_lrs', 'health', 'degrading', 'rollback', 'stop_at_best']
 
 # %% ../nbs/12_small_data.ipynb #ca5d2216
 AUGMENTATIONS = ('color', 'translation', 'cutout')
@@ -127,18 +127,24 @@ def label_free_better(entry: dict, chosen: dict | None, peak: float, drop: float
     choice `chosen`? Only if it is healthy (within `drop` of the run's best score so far, `peak`) and agrees better."""
     return entry['health'] >= (1 - drop) * peak and (chosen is None or entry['agreement'] > chosen.get('agreement', -1.))
 
-def label_free_choice(records, drop: float = 0.15) -> dict | None:
-    "The evaluation record `best.pt` holds in a run with `select='health'`, replayed from its log (`load_metrics` records)."
+def prior_scaffold(cfg) -> int:
+    "Iterations during which the centre prior (`lambda_centre`) still shapes F's masks: evaluations then are not F's own."
+    return cfg.centre_iters if cfg.lambda_centre else 0
+
+def label_free_choice(records, drop: float = 0.15, scaffold: int = 0) -> dict | None:
+    """The evaluation record `best.pt` holds in a run with `select='health'`, replayed from its log (`load_metrics` records);
+    evaluations before iteration `scaffold` (`prior_scaffold`) count only until the first one after it."""
     peak, chosen = float('-inf'), None
     for r in records:
         if 'health_score' not in r: continue
+        if chosen is not None and chosen['iter'] < scaffold <= r['iter']: peak, chosen = float('-inf'), None
         entry = {'health': r['health_score'], 'agreement': r['health_agreement']}
         peak = max(peak, entry['health'])
         if label_free_better(entry, chosen and {'agreement': chosen['health_agreement']}, peak, drop): chosen = r
     return chosen
 
 # %% ../nbs/12_small_data.ipynb #52e03b17
-def plot_health(run, ax=None, title: str | None = None, drop: float = 0.15):
+def plot_health(run, ax=None, title: str | None = None, drop: float = 0.15, scaffold: int = 0):
     "Health score (and IoU, if scored) of `run` (a run folder or records) per evaluation, the label-free choice, rollbacks."
     import matplotlib.pyplot as plt
     from redo_nb.viz import load_metrics
@@ -153,7 +159,7 @@ def plot_health(run, ax=None, title: str | None = None, drop: float = 0.15):
     if any('val_iou' in r for r in ev):
         ax.plot(x, [r.get('val_iou') for r in ev], color='C0', label='F IoU (labels, unseen by the run)')
         if 'val_disc_iou' in ev[-1]: ax.axhline(ev[-1]['val_disc_iou'], color='0.5', ls=':', lw=0.8, label='centred disc')
-    best = label_free_choice(ev, drop)
+    best = label_free_choice(ev, drop, scaffold)
     ax.plot([best['iter']], [best['health_score']], 'o', color='C1', label=f"label-free choice (iteration {best['iter']})")
     for r in recs:
         if r.get('event') == 'rollback': ax.axvline(r['iter'], color='C3', lw=0.8)
@@ -193,27 +199,27 @@ def health(trainer) -> dict:
 def degrading(trainer, rec: dict) -> bool:
     "Has the health score stayed `degrade_drop` below its best for `degrade_patience` evaluations?"
     cfg, peak = trainer.cfg, trainer.best_by['peak']['health']
+    if rec['iter'] < prior_scaffold(cfg): return False  # masks near the prior's disc score high: no peak to fall from yet
     trainer._bad_evals = trainer._bad_evals + 1 if rec['health']['score'] < (1 - cfg.degrade_drop) * peak else 0
     return cfg.on_degrade != 'none' and trainer._bad_evals >= cfg.degrade_patience
 
-def _return_to_best(trainer):
-    "Load best.pt's weights, optimisers and small-data state; the iteration count, clock, log and sampling go on."
+def _return_to_best(trainer, lr_scale: float):
+    "Load best.pt's weights, optimisers and small-data state at learning rates x `lr_scale`; the iteration count, clock, log and sampling go on."
     path = [str(trainer.run_dir/'best.pt') if trainer.rank == 0 else None]
     if trainer.world > 1: dist.broadcast_object_list(path, 0)
     gen = trainer.gen.get_state()
     restore_training_state(trainer, load_checkpoint(path[0]))
     trainer.gen.set_state(gen)
-    trainer._bad_evals = 0
+    trainer._bad_evals, trainer.lr_scale = 0, lr_scale
+    set_lrs(trainer)  # the optimisers come back with best.pt's learning rates: set the run's own
 
 def rollback(trainer):
     "Return to best.pt's weights and optimisers with halved learning rates, and go on."
-    _return_to_best(trainer)
-    trainer.lr_scale, trainer.rollbacks = trainer.lr_scale / 2, trainer.rollbacks + 1
-    set_lrs(trainer)
+    _return_to_best(trainer, trainer.lr_scale / 2)
+    trainer.rollbacks += 1
     trainer._log({'iter': trainer.iteration, 'event': 'rollback', 'to_iter': trainer.best['iter'], 'lr_scale': trainer.lr_scale})
 
 def stop_at_best(trainer):
     "End a degrading run with best.pt's weights, so that last.pt and the final evaluation are the model to use."
-    _return_to_best(trainer)
-    set_lrs(trainer)  # the optimisers' state as the run left it, for a resume
+    _return_to_best(trainer, trainer.lr_scale)
     trainer._log({'iter': trainer.iteration, 'event': 'stop', 'to_iter': trainer.best['iter']})

@@ -22,7 +22,7 @@ from .data import to_float_image
 from .datasets import get_dataset
 from .selftrain import mask_terms
 from .viz import redraw_grid
-from .robust import apply_augment, augment_for_d, adapt_augment, make_ema, ema_update, set_lrs, health, label_free_better, degrading, rollback, stop_at_best
+from .robust import apply_augment, augment_for_d, adapt_augment, make_ema, ema_update, set_lrs, health, label_free_better, degrading, prior_scaffold, rollback, stop_at_best
 
 # %% auto #0
 __all__ = ['Trainer', 'generator_step', 'discriminator_step', 'region_areas', 'collapsed', 'restart', 'validation_iou',
@@ -358,6 +358,8 @@ def _choose(self: Trainer, rec: dict) -> bool:
     iou = validation_iou(rec['eval']) if rec.get('eval') else None
     entry = {'iter': self.iteration, 'restarts': self.restarts, 'iou': iou, 'health': rec['health']['score'],
              'agreement': rec['health']['agreement']}
+    if self.best_by.get('health') and self.best_by['health']['iter'] < prior_scaffold(self.cfg) <= self.iteration:
+        for k in ('peak', 'health'): del self.best_by[k]  # beyond the paper: F on its own, not with the centre prior's disc
     if self.best_by.get('peak') is None or entry['health'] > self.best_by['peak']['health']: self.best_by['peak'] = entry
     better = {'labels': iou is not None and (self.best_by.get('labels') is None or iou > self.best_by['labels']['iou']),
               'health': label_free_better(entry, self.best_by.get('health'), self.best_by['peak']['health'], self.cfg.degrade_drop)}

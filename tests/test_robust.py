@@ -31,6 +31,25 @@ def test_unlabelled_folder_trains_and_hands_over_best_pt(tmp_path, tiny_config):
     torch.testing.assert_close(M.sum(1), torch.ones(2, 32, 32))
 
 
+def test_centre_prior_evaluations_give_way_to_fs_own(tmp_path, tiny_config, monkeypatch):
+    """With the centre prior on, the health score while the prior shapes the masks sets no peak to fall from:
+    a fall after it has faded is not flagged, and best.pt is chosen among the later evaluations, as replayed."""
+    import redo_nb.train
+    scores = iter([(0.9, 0.5), (0.5, 0.6), (0.45, 0.7)])  # high while the disc is imposed, then F's own
+    real = redo_nb.train.health
+    def fake_health(trainer):
+        h, (score, agreement) = real(trainer), next(scores)
+        return {**h, 'score': score, 'agreement': agreement}
+    monkeypatch.setattr(redo_nb.train, 'health', fake_health)
+    photos = fake_photo_folder(tmp_path / 'photos', n=12, size=40, masks=False, subfolder=False)
+    t = Trainer(tiny_config(dataset='folder', root=str(photos), iters=9, eval_every=3, name='centre', data_kwargs={},
+                            lambda_centre=1., centre_iters=5, on_degrade='stop'))
+    s = t.fit()
+    assert s['stopped_by'] != 'degraded' and s['best']['iter'] == 9 and s['best_by']['peak']['iter'] == 6
+    assert s['best']['iter'] == label_free_choice(load_metrics(t.history), scaffold=5)['iter']
+    assert 'g_centre' in load_metrics(t.history)[0]
+
+
 def _sabotaged(trainer, from_iter):
     "Make F degenerate from `from_iter` on: after every generator step its last bias is set so one region is everything."
     step = trainer.generator_step
