@@ -4,10 +4,12 @@ over, best.pt (chosen without labels) and last.pt, are scored on the labels the 
 
     python benchmarks/plain_folder.py oxford17-3 --minutes 30            # writes the folder, trains, scores
     python benchmarks/plain_folder.py oxford17-3 --score runs/ox3-plain  # only score a finished run of that data
-    python benchmarks/plain_folder.py oxford17-1 --minutes 60 --threads 1  # extra redo_train arguments are passed on
+    python benchmarks/plain_folder.py oxford17-1 --minutes 60 --threads 1
+    python benchmarks/plain_folder.py oxford17-3 --minutes 60 --threads 1 --set lambda_centre=1  # passed on to redo_train
 
 The folder holds the collection's photos as JPEG files at their stored size. The run's own report (what redo_train
-prints) is kept with the scores in benchmarks/results/plain_folder.json, one entry per dataset, minutes and threads.
+prints) is kept with the scores in benchmarks/results/plain_folder.json, one entry per dataset, minutes, threads and
+the extra redo_train arguments (`options`).
 """
 import argparse, json, pathlib, shutil, subprocess, sys, tempfile, time
 import torch
@@ -77,11 +79,11 @@ def main(argv=None):
         s, cfg = score(run, a.dataset), json.loads((run / 'config.json').read_text())
     if a.report_file: report = pathlib.Path(a.report_file).read_text().strip()
     entry = dict(dataset=a.dataset, date=time.strftime('%Y-%m-%d'), minutes_budget=a.minutes if not a.score else cfg.get('max_minutes'),
-                 threads=a.threads or cfg.get('num_threads') or torch.get_num_threads(), report=report, **s)
+                 threads=a.threads or cfg.get('num_threads') or torch.get_num_threads(), options=extra, report=report, **s)
     print(json.dumps({k: v for k, v in entry.items() if k not in ('health', 'report')}))
     path = pathlib.Path(a.results) / 'plain_folder.json'
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = lambda e: (e['dataset'], e['minutes_budget'], e['threads'])
+    key = lambda e: (e['dataset'], e['minutes_budget'], e['threads'], e.get('options', []))
     results = [e for e in (json.loads(path.read_text()) if path.is_file() else []) if key(e) != key(entry)] + [entry]
     path.write_text(json.dumps(results, indent=1))
     return entry

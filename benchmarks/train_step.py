@@ -22,6 +22,11 @@ products, no cuDNN autotuning), set again before each of its calls since the Tra
     python benchmarks/train_step.py --cases cpu64 infer --threads 1 --rounds 7
     python benchmarks/train_step.py --device cuda --cases paper25 --compile
     python benchmarks/train_step.py --cases infer segment_cli --compile
+    python benchmarks/train_step.py --cases cpu64 --set lambda_centre=1 --out benchmarks/results/train_step_centre.json
+
+`--set KEY=VALUE` (any TrainConfig field, repeatable) adds a configuration `with_set`: the default one (`fast_bf16`
+on a CPU, `fast` on a GPU) with those fields, timed in the same rounds; its `vs_default` is the median per-round ratio
+of the default configuration's time to its own (below 1: the option costs time).
 """
 from __future__ import annotations
 import argparse, copy, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
@@ -32,6 +37,7 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from redo_nb.cli import parse_setting
 from redo_nb.layers import use_fast_layers
 from redo_nb.config import get_config
 from redo_nb.inference import segment
@@ -46,6 +52,7 @@ CASES = {
     'cpu64': ('cpu', dict(img_size=64, batch_size=32)),  # the cpu preset's networks at 64 px, batch 32
     'tiny': ('paper', dict(img_size=32, batch_size=4, ch_f=8, ch_g=8, ch_d=8)),  # the paper's networks shrunk (gpu_check.py --dry)
 }
+SET = 'with_set'  # the default configuration with the fields given by --set
 INFER = 'infer'  # F only, masks per second on a batch of 128 px images (what redo_segment runs)
 CLI = 'segment_cli'  # the redo_segment command on a folder of photos, end to end
 
@@ -55,14 +62,23 @@ CONFIGS = {'plain': dict(fast=False), 'fast': dict(fast=True), 'fast_bf16': dict
            'compiled': dict(fast=True, compile=True)}
 
 
-def configs(device: str, compile_: bool = False) -> list:
-    "The configurations to compare: fast_bf16 only on a CPU (on a GPU `fast` already uses bf16 or fp16), compiled with `--compile`."
-    return ['plain', 'fast'] + (['fast_bf16'] if device == 'cpu' else []) + (['compiled'] if compile_ else [])
+def configs(device: str, compile_: bool = False, with_set: bool = False) -> list:
+    "The configurations to compare: fast_bf16 only on a CPU (on a GPU `fast` already uses bf16 or fp16), compiled with `--compile`, with_set with `--set`."
+    return (['plain', 'fast'] + (['fast_bf16'] if device == 'cpu' else []) + (['compiled'] if compile_ else [])
+            + ([SET] if with_set else []))
 
 
-def make_trainer(case: str, config: str, device: str, out_dir: str) -> Trainer:
+def default_config(device: str) -> str:
+    "What a Trainer runs with its default settings: bf16 autocast on a CPU (amp='auto' on CPUs with native bf16), `fast` on a GPU."
+    return 'fast_bf16' if device == 'cpu' else 'fast'
+
+
+def make_trainer(case: str, config: str, device: str, out_dir: str, fields_set: dict | None = None) -> Trainer:
+    "A Trainer of `case` in configuration `config`; for `with_set`, the default configuration with `fields_set`."
     preset, over = CASES[case]
-    fields = {**CONFIGS[config], **({'amp': 'off'} if config == 'fast' and device == 'cpu' else {})}
+    base = default_config(device) if config == SET else config
+    fields = {**CONFIGS[base], **({'amp': 'off'} if base == 'fast' and device == 'cpu' else {}),
+              **(fields_set if config == SET else {})}
     cfg = get_config(preset, **over, **fields, device=device, val_split=None,
                      out_dir=out_dir, name=f'{case}-{config}', progress=False, data_kwargs={'n_images': 64})
     return Trainer(cfg)
@@ -125,7 +141,8 @@ def summarise(times: dict, per_call: int, unit: str, gflop_per_call: float) -> d
 def train_case(case, args) -> dict:
     dev = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        ts = {k: make_trainer(case, k, args.device, tmp) for k in configs(args.device, args.compile)}
+        ts = {k: make_trainer(case, k, args.device, tmp, args.fields_set)
+              for k in configs(args.device, args.compile, bool(args.fields_set))}
         B = ts['plain'].cfg.batch_size
         g = gflop(lambda: iteration(ts['plain']))
         rounds = args.rounds if case != 'paper25' or dev.type == 'cuda' else min(args.rounds, 2)
@@ -148,6 +165,9 @@ def train_case(case, args) -> dict:
             if args.memory:
                 for k in ts:
                     if k != 'compiled': res[k].update(memory_probe(case, k, args))  # a child would compile again
+        if SET in res:
+            base = res[default_config(args.device)]['times_s']
+            res[SET].update(fields=args.fields_set, vs_default=statistics.median(a / b for a, b in zip(base, res[SET]['times_s'])))
         cfg = ts['plain'].cfg
     return dict(case=case, kind='train', preset=CASES[case][0], img_size=cfg.img_size, batch_size=B,
                 rounds=rounds, warmup=warmup, gflop_per_call=g, **res)
@@ -184,7 +204,7 @@ def memory_probe(case, config, args) -> dict:
     code = (f"import sys, tempfile, torch; sys.path.insert(0, {str(ROOT)!r}); torch.set_num_threads({args.threads})\n"
             f"from train_step import make_trainer, iteration, _peak_rss_mb\n"
             f"before = _peak_rss_mb()\n"
-            f"with tempfile.TemporaryDirectory() as d:\n t = make_trainer({case!r}, {config!r}, 'cpu', d)\n"
+            f"with tempfile.TemporaryDirectory() as d:\n t = make_trainer({case!r}, {config!r}, 'cpu', d, {args.fields_set!r})\n"
             f" for _ in range(2): iteration(t)\n"
             f"print(before, _peak_rss_mb())")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
@@ -260,7 +280,7 @@ def profile_case(case, args, top=15) -> str:
     "torch.profiler table (self CPU time) of two iterations of `case` with the default settings (fast; bf16 on a CPU)."
     from torch.profiler import profile, ProfilerActivity
     with tempfile.TemporaryDirectory() as tmp:
-        t = make_trainer(case, 'fast_bf16' if args.device == 'cpu' else 'fast', args.device, tmp)
+        t = make_trainer(case, default_config(args.device), args.device, tmp)
         iteration(t)
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if t.device.type == 'cuda' else [])
         with profile(activities=acts) as prof:
@@ -281,8 +301,11 @@ def main(argv=None):
     p.add_argument('--compile', action='store_true', help='also time a compiled configuration (torch.compile)')
     p.add_argument('--no-memory', dest='memory', action='store_false', help='skip the peak-RSS child processes (CPU)')
     p.add_argument('--profile', default=None, choices=list(CASES), help='also print a torch.profiler table of this case')
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                   help='also time the default configuration with this TrainConfig field (repeatable): with_set')
     p.add_argument('--out', default=str(ROOT/'results'/'train_step.json'))
     args = p.parse_args(argv)
+    args.fields_set = dict(parse_setting(s) for s in args.set)
     torch.set_num_threads(args.threads)
     machine = dict(device=args.device, cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                    threads=args.threads, torch=torch.__version__,
@@ -312,12 +335,13 @@ def row(r: dict) -> str:
                           [f"{k}: {c['median_s']:.1f}s {c['masks_per_s']:.1f} masks/s" for k, c in r.items() if isinstance(c, dict)])
     rate = 'masks_per_s' if r['kind'] == 'inference' else 'images_per_s'
     cells = [f"{r['case']:8} {r['img_size']:4} {r['batch_size']:5} {r['gflop_per_call']:7.1f} GFLOP"]
-    for k in CONFIGS:
+    for k in [*CONFIGS, SET]:
         if k in r:
             c = r[k]
             mem = f" {c['peak_mem_mb']:6.0f}MiB" if 'peak_mem_mb' in c else ''
             first = f" (first call {c['first_call_s']:.0f}s)" if 'first_call_s' in c else ''
-            cells.append(f"{k}: {c['median_s']:.3f}s x{c['speedup']:.2f} {c[rate]:.1f}/s {c['gflop_per_s']:.0f} GFLOP/s{mem}{first}")
+            rel = f" ({c['vs_default']:.2f} of default's speed)" if 'vs_default' in c else ''
+            cells.append(f"{k}: {c['median_s']:.3f}s x{c['speedup']:.2f}{rel} {c[rate]:.1f}/s {c['gflop_per_s']:.0f} GFLOP/s{mem}{first}")
     return ' | '.join(cells)
 
 

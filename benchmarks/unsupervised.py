@@ -52,7 +52,15 @@ DATA = {  # name -> (loader(size), default size)
 
 def run_records(history):
     "The evaluation records (scores, health, areas) and the events of a run's history, for the JSON and plot_health."
-    return [{k: v for k, v in r.items() if k != 'by_source'} for r in history if 'health' in r or r.get('event')]
+    return [slim({k: v for k, v in r.items() if k != 'by_source'}) for r in history if 'health' in r or r.get('event')]
+
+
+def slim(record: dict) -> dict:
+    "`record` with only the IoUs of its evaluation (per image and per dataset, what `load_metrics` reads): a smaller JSON."
+    if not isinstance(record.get('eval'), dict): return record
+    ev = {name: {p: {'iou': s[p]['iou']} for p in ('image', 'dataset')} for name, s in record['eval'].items()
+          if isinstance(s, dict) and 'image' in s}
+    return {**record, 'eval': ev}
 
 
 def verdict(records, upto: float | None = None, scaffold: int = 0):
@@ -199,6 +207,7 @@ def save_entries(entries, res: pathlib.Path):
     path, key = res / 'unsupervised.json', lambda r: (r['dataset'], r['minutes_budget'], r['name'])
     new = {key(e) for e in entries}
     results = [r for r in (json.loads(path.read_text()) if path.is_file() else []) if key(r) not in new] + entries
+    results = [{**r, 'records': [slim(x) for x in r['records']]} for r in results]
     path.write_text(json.dumps(results, indent=1))
     plot(results, res / 'unsupervised.png')
     print(summary_table(entries))
