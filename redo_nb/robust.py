@@ -13,9 +13,10 @@ from .refine import refine_masks
 from .selftrain import frame_band
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'parse_policy', 'augment_params', 'apply_augment', 'ada_step', 'make_ema', 'ema_update', 'lr_factor',
-           'mask_health', 'label_free_better', 'prior_scaffold', 'label_free_choice', 'plot_health', 'augment_for_d',
-           'adapt_augment', 'set_lrs', 'health', 'degrading', 'rollback', 'stop_at_best']
+__all__ = ['AUGMENTATIONS', 'SMALLEST_OBJECT', 'NOISE_DROP', 'parse_policy', 'augment_params', 'apply_augment', 'ada_step',
+           'make_ema', 'ema_update', 'lr_factor', 'mask_health', 'label_free_better', 'prior_scaffold',
+           'label_free_choice', 'plot_health', 'augment_for_d', 'adapt_augment', 'set_lrs', 'health', 'degrading',
+           'rollback', 'stop_at_best']
 
 # %% ../nbs/12_small_data.ipynb #ca5d2216
 AUGMENTATIONS = ('color', 'translation', 'cutout')
@@ -101,6 +102,8 @@ def _soft_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inter, union = (a & b).flatten(1).sum(1).float(), (a | b).flatten(1).sum(1).float()
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
+SMALLEST_OBJECT = 0.02  # share of the image below which a region counts as emptying (a digit covers 2-3%)
+
 @torch.no_grad()
 def mask_health(M: torch.Tensor, I: torch.Tensor) -> dict:
     "Label-free health of masks `M` (B, n, H, W) of images `I` (B, 3, H, W): its parts and their product `score`."
@@ -113,7 +116,7 @@ def mask_health(M: torch.Tensor, I: torch.Tensor) -> dict:
     hard = M.argmax(1) == fg
     refined = refine_masks(M, I, mean_weight=0.).argmax(1) == fg
     agreement = _soft_iou(hard, refined).mean().item()
-    balance = min(1., area / 0.05, (1 - area) / 0.05)
+    balance = min(1., area / SMALLEST_OBJECT, (1 - area) / SMALLEST_OBJECT)
     inside = 1 - min(1., (M[:, fg][:, band].mean() / max(M[:, fg].mean().item(), 1e-6)).item() * 0.5)
     typical = M[:, fg].mean(0) > 0.5
     specificity = 1 - _soft_iou(hard, typical.expand_as(hard)).mean().item()
@@ -196,11 +199,14 @@ def health(trainer) -> dict:
     x = trainer._scale(trainer.images[trainer.health_idx.to(trainer.device)])
     return mask_health(trainer.masks_fn()(x), x.float().cpu())
 
+NOISE_DROP = 0.05  # a fall of the health score smaller than this is noise, at any level of the score
+
 def degrading(trainer, rec: dict) -> bool:
-    "Has the health score stayed `degrade_drop` below its best for `degrade_patience` evaluations?"
+    "Has the health score stayed `degrade_drop` (and at least `NOISE_DROP`) below its best for `degrade_patience` evaluations?"
     cfg, peak = trainer.cfg, trainer.best_by['peak']['health']
     if rec['iter'] < prior_scaffold(cfg): return False  # masks near the prior's disc score high: no peak to fall from yet
-    trainer._bad_evals = trainer._bad_evals + 1 if rec['health']['score'] < (1 - cfg.degrade_drop) * peak else 0
+    fell = rec['health']['score'] < min((1 - cfg.degrade_drop) * peak, peak - NOISE_DROP)
+    trainer._bad_evals = trainer._bad_evals + 1 if fell else 0
     return cfg.on_degrade != 'none' and trainer._bad_evals >= cfg.degrade_patience
 
 def _return_to_best(trainer, lr_scale: float):
