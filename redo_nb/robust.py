@@ -136,11 +136,13 @@ def prior_scaffold(cfg) -> int:
 
 def label_free_choice(records, drop: float = 0.15, scaffold: int = 0) -> dict | None:
     """The evaluation record `best.pt` holds in a run with `select='health'`, replayed from its log (`load_metrics` records);
-    evaluations before iteration `scaffold` (`prior_scaffold`) count only until the first one after it."""
+    evaluations before iteration `scaffold` (`prior_scaffold`) count only until the first one after it, and those of a
+    start that collapsed only until the first one after the restart (`Trainer.restart`)."""
     peak, chosen = float('-inf'), None
     for r in records:
         if 'health_score' not in r: continue
-        if chosen is not None and chosen['iter'] < scaffold <= r['iter']: peak, chosen = float('-inf'), None
+        if chosen is not None and (r.get('restarts', 0) > chosen.get('restarts', 0) or chosen['iter'] < scaffold <= r['iter']):
+            peak, chosen = float('-inf'), None
         entry = {'health': r['health_score'], 'agreement': r['health_agreement']}
         peak = max(peak, entry['health'])
         if label_free_better(entry, chosen and {'agreement': chosen['health_agreement']}, peak, drop): chosen = r

@@ -240,6 +240,9 @@ def restart(self: Trainer):
                'areas': self.region_areas().tolist()})
     self.iteration, self._pending = 0, []
     self._build()
+    # beyond the paper: the health rule judges the new start against its own best, not the collapsed start's
+    for k in ('peak', 'health'): self.best_by.pop(k, None)
+    self._bad_evals, self.lr_scale, self.rollbacks = 0, 1.0, 0
 
 Trainer.region_areas, Trainer.collapsed, Trainer.restart = region_areas, collapsed, restart
 

@@ -50,6 +50,27 @@ def test_centre_prior_evaluations_give_way_to_fs_own(tmp_path, tiny_config, monk
     assert 'g_centre' in load_metrics(t.history)[0]
 
 
+
+def test_a_restart_starts_the_health_rule_over(tmp_path, tiny_config, monkeypatch):
+    """After the paper's restart on early collapse, the new start is judged against its own best health, not the
+    collapsed start's: its lower scores are not flagged, and best.pt becomes one of its models, as replayed."""
+    import redo_nb.train
+    scores = iter([(0.9, 0.5), (0.3, 0.6), (0.32, 0.7), (0.35, 0.8)])  # a start that collapses, then a fresh one
+    real = redo_nb.train.health
+    def fake_health(trainer):
+        h, (score, agreement) = real(trainer), next(scores)
+        return {**h, 'score': score, 'agreement': agreement}
+    monkeypatch.setattr(redo_nb.train, 'health', fake_health)
+    photos = fake_photo_folder(tmp_path / 'photos', n=12, size=40, masks=False, subfolder=False)
+    t = Trainer(tiny_config(dataset='folder', root=str(photos), iters=9, eval_every=3, name='restart', data_kwargs={},
+                            on_degrade='stop', collapse_check_every=1, collapse_check_until=9))
+    t.collapsed = lambda: t.restarts == 0 and t.iteration == 4  # the first start "collapses" after one evaluation
+    s = t.fit()
+    assert s['restarts'] == 1 and s['stopped_by'] != 'degraded'
+    assert s['best']['iter'] == 9 and s['best']['restarts'] == 1
+    assert s['best']['iter'] == label_free_choice(load_metrics(t.history))['iter']
+    assert load_checkpoint(Path(s['run_dir']) / 'best.pt')['restarts'] == 1
+
 def _sabotaged(trainer, from_iter):
     "Make F degenerate from `from_iter` on: after every generator step its last bias is set so one region is everything."
     step = trainer.generator_step
