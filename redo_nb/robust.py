@@ -204,7 +204,7 @@ def health(trainer) -> dict:
 NOISE_DROP = 0.05  # a fall of the health score smaller than this is noise, at any level of the score
 
 def degrading(trainer, rec: dict) -> bool:
-    "Has the health score stayed `degrade_drop` (and at least `NOISE_DROP`) below its best for `degrade_patience` evaluations?"
+    "Has the health score stayed `degrade_drop` (and `NOISE_DROP`) below its best for `degrade_patience` evaluations?"
     cfg, peak = trainer.cfg, trainer.best_by['peak']['health']
     if rec['iter'] < prior_scaffold(cfg): return False  # masks near the prior's disc score high: no peak to fall from yet
     fell = rec['health']['score'] < min((1 - cfg.degrade_drop) * peak, peak - NOISE_DROP)
