@@ -31,39 +31,38 @@ def test_unlabelled_folder_trains_and_hands_over_best_pt(tmp_path, tiny_config):
     torch.testing.assert_close(M.sum(1), torch.ones(2, 32, 32))
 
 
-def test_centre_prior_evaluations_give_way_to_fs_own(tmp_path, tiny_config, monkeypatch):
-    """With the centre prior on, the health score while the prior shapes the masks sets no peak to fall from:
-    a fall after it has faded is not flagged, and best.pt is chosen among the later evaluations, as replayed."""
+def _fake_health(monkeypatch, scores):
+    "Make the trainer's health score and agreement at its successive evaluations be `scores` [(score, agreement), ...]."
     import redo_nb.train
-    scores = iter([(0.9, 0.5), (0.5, 0.6), (0.45, 0.7)])  # high while the disc is imposed, then F's own
-    real = redo_nb.train.health
+    scores, real = iter(scores), redo_nb.train.health
     def fake_health(trainer):
         h, (score, agreement) = real(trainer), next(scores)
         return {**h, 'score': score, 'agreement': agreement}
     monkeypatch.setattr(redo_nb.train, 'health', fake_health)
+
+
+def _folder_trainer(tmp_path, tiny_config, **kw):
+    "A Trainer on a plain folder of 12 photos without masks, 9 iterations, an evaluation every 3."
     photos = fake_photo_folder(tmp_path / 'photos', n=12, size=40, masks=False, subfolder=False)
-    t = Trainer(tiny_config(dataset='folder', root=str(photos), iters=9, eval_every=3, name='centre', data_kwargs={},
-                            lambda_centre=1., centre_iters=5, on_degrade='stop'))
+    return Trainer(tiny_config(dataset='folder', root=str(photos), iters=9, eval_every=3, data_kwargs={}, **kw))
+
+
+def test_centre_prior_evaluations_give_way_to_fs_own(tmp_path, tiny_config, monkeypatch):
+    """With the centre prior on, the health score while the prior shapes the masks sets no peak to fall from:
+    a fall after it has faded is not flagged, and best.pt is chosen among the later evaluations, as replayed."""
+    _fake_health(monkeypatch, [(0.9, 0.5), (0.5, 0.6), (0.45, 0.7)])  # high while the disc is imposed, then F's own
+    t = _folder_trainer(tmp_path, tiny_config, name='centre', lambda_centre=1., centre_iters=5, on_degrade='stop')
     s = t.fit()
     assert s['stopped_by'] != 'degraded' and s['best']['iter'] == 9 and s['best_by']['peak']['iter'] == 6
     assert s['best']['iter'] == label_free_choice(load_metrics(t.history), scaffold=5)['iter']
     assert 'g_centre' in load_metrics(t.history)[0]
 
 
-
 def test_a_restart_starts_the_health_rule_over(tmp_path, tiny_config, monkeypatch):
     """After the paper's restart on early collapse, the new start is judged against its own best health, not the
     collapsed start's: its lower scores are not flagged, and best.pt becomes one of its models, as replayed."""
-    import redo_nb.train
-    scores = iter([(0.9, 0.5), (0.3, 0.6), (0.32, 0.7), (0.35, 0.8)])  # a start that collapses, then a fresh one
-    real = redo_nb.train.health
-    def fake_health(trainer):
-        h, (score, agreement) = real(trainer), next(scores)
-        return {**h, 'score': score, 'agreement': agreement}
-    monkeypatch.setattr(redo_nb.train, 'health', fake_health)
-    photos = fake_photo_folder(tmp_path / 'photos', n=12, size=40, masks=False, subfolder=False)
-    t = Trainer(tiny_config(dataset='folder', root=str(photos), iters=9, eval_every=3, name='restart', data_kwargs={},
-                            on_degrade='stop', collapse_check_every=1, collapse_check_until=9))
+    _fake_health(monkeypatch, [(0.9, 0.5), (0.3, 0.6), (0.32, 0.7), (0.35, 0.8)])  # a start that collapses, then a fresh one
+    t = _folder_trainer(tmp_path, tiny_config, name='restart', on_degrade='stop', collapse_check_every=1, collapse_check_until=9)
     t.collapsed = lambda: t.restarts == 0 and t.iteration == 4  # the first start "collapses" after one evaluation
     s = t.fit()
     assert s['restarts'] == 1 and s['stopped_by'] != 'degraded'
