@@ -2,7 +2,7 @@
 inference, the package's fast settings (`TrainConfig.fast=True`) against its plain baseline (`fast=False`:
 fp32, eager, contiguous, for-loop Adam, PyTorch's instance norm and upsample-then-convolve), measured side by
 side in ONE process. On a CPU `fast` is timed in fp32 (`amp='off'`) and a third configuration, `fast_bf16`
-(`amp='bf16'`: bf16 autocast, what `amp='auto'` picks on CPUs with native bf16), is timed with them; on a GPU
+(`amp='bf16'`: bf16 autocast, what `amp='auto'` picks on CPUs where it measures faster), is timed with them; on a GPU
 `fast` uses `amp='auto'` (bf16 or fp16). `--compile` adds a fourth, `compiled` (fast, `amp='auto'`, torch.compile).
 
 Every case also reports its arithmetic (GFLOP per call, counted by torch.utils.flop_counter on the plain
@@ -25,7 +25,7 @@ products, no cuDNN autotuning), set again before each of its calls since the Tra
     python benchmarks/train_step.py --cases cpu64 --set lambda_centre=1 --out benchmarks/results/train_step_centre.json
 
 `--set KEY=VALUE` (any TrainConfig field, repeatable) adds a configuration `with_set`: the default one (`fast_bf16`
-on a CPU, `fast` on a GPU) with those fields, timed in the same rounds; its `vs_default` is the median per-round ratio
+on a CPU where bf16 measures faster, else `fast`) with those fields, timed in the same rounds; its `vs_default` is the median per-round ratio
 of the default configuration's time to its own (below 1: the option costs time).
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from redo_nb.cli import parse_setting
+from redo_nb.engine import cpu_bf16_pays
 from redo_nb.layers import use_fast_layers
 from redo_nb.config import get_config
 from redo_nb.inference import segment
@@ -69,8 +70,8 @@ def configs(device: str, compile_: bool = False, with_set: bool = False) -> list
 
 
 def default_config(device: str) -> str:
-    "What a Trainer runs with its default settings: bf16 autocast on a CPU (amp='auto' on CPUs with native bf16), `fast` on a GPU."
-    return 'fast_bf16' if device == 'cpu' else 'fast'
+    "What a Trainer runs with its default settings: on a CPU, bf16 autocast where it measures faster (amp='auto'), else fp32 `fast`; `fast` on a GPU."
+    return 'fast_bf16' if device == 'cpu' and cpu_bf16_pays(torch.get_num_threads()) else 'fast'
 
 
 def make_trainer(case: str, config: str, device: str, out_dir: str, fields_set: dict | None = None) -> Trainer:

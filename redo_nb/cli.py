@@ -220,7 +220,7 @@ def segment_cli(argv: list | None = None) -> int:
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--device', default='auto')
     p.add_argument('--amp', default='auto', choices=['auto', 'bf16', 'fp16', 'off'],
-                   help="autocast precision of F ('auto': bf16 on CUDA and on CPUs with native bf16, else full precision)")
+                   help="autocast precision of F ('auto': bf16 on CUDA and on CPUs where it measures faster, else full precision)")
     p.add_argument('--compile', action='store_true', help='run F through torch.compile: faster per image, 15-40 s to build (for large folders)')
     args = p.parse_args(argv)
     _checkpoint_arg(p, args.checkpoint)

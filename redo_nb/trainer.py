@@ -31,9 +31,9 @@ class Trainer:
         self.cfg = cfg = cfg if cfg is not None else get_config()
         self.device = resolve_device(cfg.device)
         self.rank, self.world = init_distributed(self.device)
-        self.amp_dtype = resolve_amp(cfg.amp, self.device) if cfg.fast else None
-        self.channels_last = cfg.fast and cfg.channels_last
         configure_backends(self.device, cfg.num_threads, cfg.deterministic, cfg.fast)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device) if cfg.fast else None  # on a CPU, timed at the run's thread count
+        self.channels_last = cfg.fast and cfg.channels_last
         self.data = data if data is not None else _load_split(cfg, 'train')
         self.val_data = val_data if val_data is not None else (_load_split(cfg, cfg.val_split) if cfg.val_split else None)
         size = self.data.images.shape[-1]
