@@ -33,18 +33,19 @@ def cpu_has_native_bf16() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_pays(num_threads: int) -> bool:
-    "Is a convolution's forward and backward under bf16 autocast at least 20% faster than in fp32 on this CPU at `num_threads` threads?"
-    if not cpu_has_native_bf16(): return False
+    "Is bf16 autocast at least 20% faster than fp32 for a convolution's forward and backward on this CPU?"
+    if not cpu_has_native_bf16(): return False  # `num_threads`: the thread count it is timed at (and cached for)
     cpu, g = torch.device('cpu'), torch.Generator().manual_seed(0)
-    conv = torch.nn.Conv2d(32, 32, 3, padding=1).to(memory_format=torch.channels_last)  # a layer of the cpu preset's networks
-    x = torch.randn(16, 32, 32, 32, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
     times = {torch.bfloat16: [], None: []}
-    for rep in range(6):  # interleaved, so that a burst of load on a shared machine hits both; the first two warm up
-        for dtype in times:
-            t0 = time.perf_counter()
-            with autocast(cpu, dtype): y = conv(x)
-            y.float().square().mean().backward()
-            if rep >= 2: times[dtype].append(time.perf_counter() - t0)
+    with torch.inference_mode(False), torch.enable_grad():  # callers may be evaluating (segment, evaluate)
+        conv = torch.nn.Conv2d(32, 32, 3, padding=1).to(memory_format=torch.channels_last)  # a layer of the cpu preset's networks
+        x = torch.randn(16, 32, 32, 32, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
+        for rep in range(6):  # interleaved, so that a burst of load on a shared machine hits both; the first two warm up
+            for dtype in times:
+                t0 = time.perf_counter()
+                with autocast(cpu, dtype): y = conv(x)
+                y.float().square().mean().backward()
+                if rep >= 2: times[dtype].append(time.perf_counter() - t0)
     return min(times[torch.bfloat16]) < 0.8 * min(times[None])
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:

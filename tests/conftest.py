@@ -10,7 +10,7 @@ import torch
 
 # The paper's method (the `paper` preset: TrainConfig's defaults, none of the `cpu` preset's additions, which change
 # as the recipe evolves) on a ReDO model small enough for several iterations per second on one CPU thread.
-# amp='off': the same fp32 numbers on every CPU ('auto' picks bf16 on CPUs that compute it natively).
+# amp='off': the same fp32 numbers on every CPU ('auto' picks bf16 on CPUs where it measures faster).
 PRESET = 'paper'
 TINY = dict(img_size=32, batch_size=4, size_z=8, ch_f=8, ch_g=8, ch_d=8, n_val=8, amp='off', progress=False,
             num_threads=1, data_kwargs={'n_images': 32})

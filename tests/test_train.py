@@ -53,15 +53,17 @@ def test_resume_after_sigkill_is_exact(tmp_path, tiny):
 
 
 DDP_SCRIPT = '''
-import sys, torch, torch.distributed as dist
+import os, sys, torch, torch.distributed as dist
+from redo_nb import engine
 from redo_nb.config import get_config
 from redo_nb.train import Trainer
+engine.cpu_bf16_pays = lambda num_threads: os.environ['RANK'] == '1'  # the two ranks' timings disagree
 cfg = get_config('paper', out_dir=sys.argv[1], name='ddp', iters=3, **{tiny!r})
 t = Trainer(cfg)
 w0 = torch.cat([p.detach().flatten() for p in t.model.parameters()]).clone()
 t.fit()
 w = torch.cat([p.detach().flatten() for p in t.model.parameters()])
-torch.save(dict(w0=w0, w=w, seed=t.gen.initial_seed(), world=t.world), f'{{sys.argv[1]}}/rank{{t.rank}}.pt')
+torch.save(dict(w0=w0, w=w, seed=t.gen.initial_seed(), world=t.world, amp=str(t.amp_dtype)), f'{{sys.argv[1]}}/rank{{t.rank}}.pt')
 dist.destroy_process_group()
 '''
 
@@ -70,12 +72,13 @@ def test_two_processes_stay_in_sync(tmp_path, tiny):
     script = tmp_path / 'ddp.py'
     # batch_size=16: each rank's batch draws both regions (all 16 in one region: 2 ** -15 per step), which
     # average_gradients needs today (see the next test)
-    script.write_text(DDP_SCRIPT.format(tiny=tiny(**{**RUN, 'eval_every': 3, 'ckpt_every': 3, 'batch_size': 16})))
+    script.write_text(DDP_SCRIPT.format(tiny=tiny(**{**RUN, 'eval_every': 3, 'ckpt_every': 3, 'batch_size': 16, 'amp': 'auto'})))
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script), str(tmp_path)]
     r = subprocess.run(cmd, env=ENV, timeout=180, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f'rank{k}.pt') for k in (0, 1))
     assert r0['world'] == r1['world'] == 2
+    assert r0['amp'] == r1['amp'] == 'None'  # every rank runs rank 0's precision
     assert r0['seed'] != r1['seed']  # each rank draws its own batches
     assert torch.equal(r0['w0'], r1['w0']) and torch.equal(r0['w'], r1['w'])  # ... but the weights agree
     assert not torch.equal(r0['w0'], r0['w'])  # and they trained
