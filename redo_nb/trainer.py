@@ -32,9 +32,10 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.rank, self.world = init_distributed(self.device)
         configure_backends(self.device, cfg.num_threads, cfg.deterministic, cfg.fast)
-        self.amp_dtype = resolve_amp(cfg.amp, self.device) if cfg.fast else None  # on a CPU, timed at the run's thread count
-        if self.world > 1 and self.device.type == 'cpu':  # each rank timed it on its own: all run rank 0's choice
-            choice = [self.amp_dtype]; dist.broadcast_object_list(choice, 0); self.amp_dtype = choice[0]
+        timed_by_rank0 = self.world > 1 and self.device.type == 'cpu'  # on a CPU the choice is timed: once, for all ranks
+        choice = [resolve_amp(cfg.amp, self.device) if cfg.fast and (self.rank == 0 or not timed_by_rank0) else None]
+        if timed_by_rank0: dist.broadcast_object_list(choice, 0)
+        self.amp_dtype = choice[0]
         self.channels_last = cfg.fast and cfg.channels_last
         self.data = data if data is not None else _load_split(cfg, 'train')
         self.val_data = val_data if val_data is not None else (_load_split(cfg, cfg.val_split) if cfg.val_split else None)
