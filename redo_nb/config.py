@@ -136,7 +136,7 @@ PRESETS = {
         delta='separate', lambda_z_scale=20., lr_f=2e-4, lr_g=4e-4, lr_d=4e-4, lr_delta=4e-4,
         iters=100_000, max_minutes=10., log_every=10, eval_every=250, ckpt_every=250,
         collapse_threshold=0.01, collapse_check_every=250, collapse_check_until=1000, n_val=256,
-        lambda_self=1., self_warmup=500,
+        lambda_self=1., self_warmup=250,
         augment='color,translation', ada_target=0.6, ema_f=0.99, select='health', on_degrade='rollback'),
 }
 

@@ -126,9 +126,10 @@ def mask_health(M: torch.Tensor, I: torch.Tensor) -> dict:
 
 # %% ../nbs/12_small_data.ipynb #f02811d3
 def label_free_better(entry: dict, chosen: dict | None, peak: float, drop: float = 0.15) -> bool:
-    """Should the evaluation `entry` (its health `score` under 'health' and its 'agreement') replace the label-free
-    choice `chosen`? Only if it is healthy (within `drop` of the run's best score so far, `peak`) and agrees better."""
-    return entry['health'] >= (1 - drop) * peak and (chosen is None or entry['agreement'] > chosen.get('agreement', -1.))
+    """Should the evaluation `entry` (its 'health' score and 'agreement') replace the label-free choice `chosen`? Only
+    if it is healthy (within `drop` of the run's best score so far, `peak`) and agrees better, or `chosen` no longer is."""
+    healthy = lambda e: e['health'] >= (1 - drop) * peak
+    return healthy(entry) and (chosen is None or not healthy(chosen) or entry['agreement'] > chosen['agreement'])
 
 def prior_scaffold(cfg) -> int:
     "Iterations during which the centre prior (`lambda_centre`) still shapes F's masks: evaluations then are not F's own."
@@ -145,7 +146,7 @@ def label_free_choice(records, drop: float = 0.15, scaffold: int = 0) -> dict | 
             peak, chosen = float('-inf'), None
         entry = {'health': r['health_score'], 'agreement': r['health_agreement']}
         peak = max(peak, entry['health'])
-        if label_free_better(entry, chosen and {'agreement': chosen['health_agreement']}, peak, drop): chosen = r
+        if label_free_better(entry, chosen and {'health': chosen['health_score'], 'agreement': chosen['health_agreement']}, peak, drop): chosen = r
     return chosen
 
 # %% ../nbs/12_small_data.ipynb #52e03b17
