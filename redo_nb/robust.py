@@ -129,7 +129,7 @@ def label_free_better(entry: dict, chosen: dict | None, peak: float, drop: float
     """Should the evaluation `entry` (its 'health' score and 'agreement') replace the label-free choice `chosen`? Only
     if it is healthy (within `drop` of the run's best score so far, `peak`) and agrees better, or `chosen` no longer is."""
     healthy = lambda e: e['health'] >= (1 - drop) * peak
-    return healthy(entry) and (chosen is None or not healthy(chosen) or entry['agreement'] > chosen['agreement'])
+    return healthy(entry) and (chosen is None or not healthy(chosen) or entry['agreement'] > chosen.get('agreement', -1.))
 
 def prior_scaffold(cfg) -> int:
     "Iterations during which the centre prior (`lambda_centre`) still shapes F's masks: evaluations then are not F's own."
