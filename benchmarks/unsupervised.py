@@ -106,16 +106,18 @@ def summary_table(results, dates=None) -> str:
     return '\n'.join(rows)
 
 
-def replay_degrading(records, drop: float, patience: int = 2):
+def replay_degrading(records, drop: float, patience: int = 2, config: dict | None = None):
     """(iteration, F's IoU) of the first evaluation at which `redo_nb.robust.degrading` with `degrade_drop=drop` flags
-    a run, replayed on its logged health scores up to its first rollback (after it the run is a different run); None."""
-    t = SimpleNamespace(cfg=SimpleNamespace(degrade_drop=drop, degrade_patience=patience, on_degrade='rollback', lambda_centre=0.),
-                        best_by={'peak': {'health': float('-inf')}}, _bad_evals=0)
+    a run, replayed on its logged health scores up to its first rollback (after it the run is a different run); None.
+    With the run's saved `config`, its own `settle_iters` (centre prior, self-training); without, peaks count from the start."""
+    c = config or {}
+    cfg = SimpleNamespace(degrade_drop=drop, degrade_patience=patience, on_degrade='rollback', lambda_centre=c.get('lambda_centre', 0.),
+                          centre_iters=c.get('centre_iters', 0), lambda_self=c.get('lambda_self', 0.), self_warmup=c.get('self_warmup', 0))
+    t = SimpleNamespace(cfg=cfg, history=[], _bad_evals=0)
     for r in records:
         if r.get('event') == 'rollback': return None
-        if 'health' not in r: continue
-        t.best_by['peak']['health'] = max(t.best_by['peak']['health'], r['health']['score'])
-        if degrading(t, r): return r['iter'], r['eval']['model']['image']['iou']
+        t.history.append(r)
+        if 'health' in r and degrading(t, r): return r['iter'], r['eval']['model']['image']['iou']
     return None
 
 

@@ -15,8 +15,8 @@ from .selftrain import frame_band
 # %% auto #0
 __all__ = ['AUGMENTATIONS', 'SMALLEST_OBJECT', 'NOISE_DROP', 'parse_policy', 'augment_params', 'apply_augment', 'ada_step',
            'make_ema', 'ema_update', 'lr_factor', 'mask_health', 'label_free_better', 'prior_scaffold',
-           'label_free_choice', 'plot_health', 'augment_for_d', 'adapt_augment', 'set_lrs', 'health', 'degrading',
-           'rollback', 'stop_at_best']
+           'label_free_choice', 'plot_health', 'augment_for_d', 'adapt_augment', 'set_lrs', 'health', 'settle_iters',
+           'degrading', 'rollback', 'stop_at_best']
 
 # %% ../nbs/12_small_data.ipynb #ca5d2216
 AUGMENTATIONS = ('color', 'translation', 'cutout')
@@ -204,10 +204,17 @@ def health(trainer) -> dict:
 
 NOISE_DROP = 0.05  # a fall of the health score smaller than this is noise, at any level of the score
 
+def settle_iters(cfg) -> int:
+    "The first iteration whose health score can set the peak a run degrades from: after `prior_scaffold`, once self-training has its full weight."
+    return max(prior_scaffold(cfg), 2 * cfg.self_warmup if cfg.lambda_self else 0)
+
 def degrading(trainer, rec: dict) -> bool:
-    "Has the health score stayed `degrade_drop` (and `NOISE_DROP`) below its best for `degrade_patience` evaluations?"
-    cfg, peak = trainer.cfg, trainer.best_by['peak']['health']
-    if rec['iter'] < prior_scaffold(cfg): return False  # masks near the prior's disc score high: no peak to fall from yet
+    """Has the health score stayed `degrade_drop` (and `NOISE_DROP`) below its best since `settle_iters` (in the trainer's
+    history, this start) for `degrade_patience` evaluations?"""
+    cfg, settle = trainer.cfg, settle_iters(trainer.cfg)
+    if rec['iter'] < settle: return False  # masks shaped by the prior or before self-training: no peak to fall from yet
+    peak = max(r['health']['score'] for r in trainer.history
+               if 'health' in r and r['iter'] >= settle and r.get('restarts', 0) == rec.get('restarts', 0))
     fell = rec['health']['score'] < min((1 - cfg.degrade_drop) * peak, peak - NOISE_DROP)
     trainer._bad_evals = trainer._bad_evals + 1 if fell else 0
     return cfg.on_degrade != 'none' and trainer._bad_evals >= cfg.degrade_patience
