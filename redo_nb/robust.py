@@ -205,7 +205,9 @@ def health(trainer) -> dict:
 NOISE_DROP = 0.05  # a fall of the health score smaller than this is noise, at any level of the score
 
 def settle_iters(cfg) -> int:
-    "The first iteration whose health score can set the peak a run degrades from: after `prior_scaffold`, once self-training has its full weight."
+    """The first iteration whose health score can set the peak a run degrades from.
+
+    After `prior_scaffold` (the centre prior), once self-training has its full weight (2 x `self_warmup`)."""
     return max(prior_scaffold(cfg), 2 * cfg.self_warmup if cfg.lambda_self else 0)
 
 def degrading(trainer, rec: dict) -> bool:
