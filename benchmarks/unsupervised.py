@@ -197,7 +197,7 @@ def main(argv=None):
     for m, vm in at.items(): print(f'verdict after {m} min:', json.dumps(vm))
     entry = dict(dataset=a.dataset, name=a.name, session=a.session, date=time.strftime('%Y-%m-%d'), minutes_budget=a.minutes, iterations=summary['iterations'],
                  minutes=summary['minutes'], sec_per_iter=round(summary['sec_per_iter'], 4), threads=torch.get_num_threads(),
-                 stopped_by=summary['stopped_by'], rollbacks=summary['rollbacks'], config=cfg.to_dict(), records=records, verdict=v,
+                 stopped_by=summary['stopped_by'], rollbacks=summary['rollbacks'], degraded_at=summary.get('degraded_at'), config=cfg.to_dict(), records=records, verdict=v,
                  verdict_at=at)
     save_entries([entry], pathlib.Path(a.results))
     return entry

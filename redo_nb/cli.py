@@ -121,6 +121,9 @@ def run_report(summary: dict) -> str:
     if s['stopped_by'] == 'degraded':
         lines.append(f"training stopped early: the masks were degrading (health well below its best) after {s['rollbacks']} "
                      f"rollback(s); the run ends with best.pt's model, and last.pt holds it too")
+    elif s.get('degraded_at') is not None:
+        lines.append(f"the masks were degrading at iteration {s['degraded_at']} (health well below its best) after {s['rollbacks']} "
+                     f"rollback(s); training went on, the run ends with best.pt's model, and last.pt holds it too")
     if best:
         why = (f"chosen without labels: agreement with its refinement {best['agreement']:.3f}, health {best['health']:.3f}"
                if best['by'] == 'health' else f"chosen by its validation IoU {best['iou']:.3f}")

@@ -61,7 +61,7 @@ class TrainConfig:
     on_degrade: str = 'none'        # when health falls degrade_drop below its best: 'none', 'rollback' or 'stop'
     degrade_drop: float = 0.15      # relative fall of the health score that counts as degrading
     degrade_patience: int = 1       # ... at this many evaluations in a row
-    max_rollbacks: int = 1          # rollbacks before the run stops instead (with best.pt's weights)
+    max_rollbacks: int = 1          # rollbacks before a degrading run goes on to its end instead (then best.pt's weights)
     # --- schedule
     iters: int = 40_000
     max_minutes: float | None = None  # wall-clock budget; training stops (and evaluates) when it is spent

@@ -238,6 +238,6 @@ def rollback(trainer):
     trainer._log({'iter': trainer.iteration, 'event': 'rollback', 'to_iter': trainer.best['iter'], 'lr_scale': trainer.lr_scale})
 
 def stop_at_best(trainer):
-    "End a degrading run with best.pt's weights, so that last.pt and the final evaluation are the model to use."
+    "End a run that degraded with best.pt's weights, so that last.pt and the final evaluation are the model to use."
     _return_to_best(trainer, trainer.lr_scale)
     trainer._log({'iter': trainer.iteration, 'event': 'stop', 'to_iter': trainer.best['iter']})

@@ -138,20 +138,26 @@ def fit(self: Trainer) -> dict:
             if self.rank == 0: warnings.warn(f'collapsed at iteration {self.iteration} but max_restarts={cfg.max_restarts} is spent: going on')
         if _due(self.iteration, cfg.eval_every):
             self._flush(); last_eval = self.iteration
-            if self._eval_and_save()[1]:  # degrading (beyond the paper): roll back, or stop with best.pt
+            if self._eval_and_save()[1]:  # degrading (beyond the paper): roll back, or stop, or go on and end with best.pt
                 if cfg.on_degrade == 'rollback' and self.rollbacks < cfg.max_rollbacks: rollback(self)
-                else: stop = 'degraded'; stop_at_best(self); last_eval = None; break
+                else:
+                    if self.degraded_at is None: self.degraded_at = self.iteration
+                    if cfg.on_degrade == 'stop': stop = 'degraded'; break
         elif cfg.sample_every and _due(self.iteration, cfg.sample_every) and self.rank == 0:
             self.save_samples(self.run_dir/f'samples_{self.iteration:06d}.png')
         if _due(self.iteration, cfg.ckpt_every): self._flush(); self.save_checkpoint('last.pt')
     bar.close()
     self._flush()
-    final = self._eval_and_save()[0] if last_eval != self.iteration else self.history_evals()[-1]
+    if last_eval != self.iteration and self._eval_and_save()[1] and self.degraded_at is None: self.degraded_at = self.iteration
+    degraded_at = self.degraded_at
+    if degraded_at is not None and self.best['iter'] != self.iteration:
+        stop_at_best(self); self._eval_and_save()  # a run that degraded ends with the model to use
+    final = self.history_evals()[-1]
     self.save_checkpoint('last.pt')
     summary = dict(run_dir=str(self.run_dir), iterations=self.iteration, restarts=self.restarts, stopped_by=stop,
                    minutes=round(self._minutes(), 3), sec_per_iter=(time.time() - self._t0) / max(steps, 1),
                    final=(final or {}).get('eval', {}), final_health=(final or {}).get('health'), best=self.best,
-                   best_by=self.best_by, rollbacks=self.rollbacks, world_size=self.world)
+                   best_by=self.best_by, rollbacks=self.rollbacks, degraded_at=degraded_at, world_size=self.world)
     if self.rank == 0: (self.run_dir/'summary.json').write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -51,6 +51,7 @@ class Trainer:
         self.iteration, self.restarts, self.history, self.best = 0, 0, [], None
         self.elapsed, self._pending, self._log_keys = 0.0, [], None
         self.best_by, self.lr_scale, self.rollbacks, self._bad_evals, self._disc_radius = {}, 1.0, 0, 0, None
+        self.degraded_at = None  # the iteration at which the run degraded with its rollbacks spent (robust.stop_at_best)
         self._build()
         if self.rank == 0:
             for stale in self.run_dir.glob('.*.tmp'): stale.unlink()  # half-written files of a killed run
@@ -241,7 +242,7 @@ def restart(self: Trainer):
     self._build()
     # beyond the paper: the health rule judges the new start against its own best, not the collapsed start's
     for k in ('peak', 'health'): self.best_by.pop(k, None)
-    self._bad_evals, self.lr_scale, self.rollbacks = 0, 1.0, 0
+    self._bad_evals, self.lr_scale, self.rollbacks, self.degraded_at = 0, 1.0, 0, None
 
 Trainer.region_areas, Trainer.collapsed, Trainer.restart = region_areas, collapsed, restart
 
@@ -287,7 +288,7 @@ def resume(self: Trainer, path):
     self.restarts = ck['restarts']
     restore_training_state(self, ck)
     r = ck.get('robust', {})
-    self.lr_scale, self.rollbacks = r.get('lr_scale', 1.), r.get('rollbacks', 0)
+    self.lr_scale, self.rollbacks, self.degraded_at = r.get('lr_scale', 1.), r.get('rollbacks', 0), r.get('degraded_at')
     self._bad_evals, self.best_by = r.get('bad_evals', 0), r.get('best_by', {})
     self.iteration, self.best, self.history = ck['iteration'], ck['best'], ck['history']
     self.elapsed, self._pending = ck['elapsed'], []

@@ -109,9 +109,37 @@ def test_a_degenerating_run_rolls_back_with_halved_learning_rates(tiny_config):
     s = t.fit()
     events = [r for r in t.history if r.get('event') == 'rollback']
     assert len(events) == 1 and events[0]['iter'] == 40 and events[0]['to_iter'] == s['best']['iter']
-    assert s['rollbacks'] == 1 and s['stopped_by'] == 'degraded'  # the sabotage goes on: the second time it stops
-    assert t.lr_scale == 0.5
+    assert s['rollbacks'] == 1 and t.lr_scale == 0.5
     assert all(g['lr'] == pytest.approx(t.base_lrs[k] * 0.5) for k, o in t.opts.items() for g in o.param_groups)
+    # the sabotage goes on: flagged again at 50 and 60 with the rollback spent, the run goes on to its end ...
+    assert s['stopped_by'] == 'iters' and s['iterations'] == 60 and s['degraded_at'] == 60
+    # ... and ends with best.pt's model, which the last evaluation scores and last.pt holds
+    assert [r['to_iter'] for r in t.history if r.get('event') == 'stop'] == [s['best']['iter']] and s['best']['iter'] <= 20
+    run, x = Path(s['run_dir']), t._scale(t.images[t.health_idx])
+    best, last = load_model(run / 'best.pt'), load_model(run / 'last.pt')
+    torch.testing.assert_close(last.masks(x), best.masks(x))
+    assert s['final_health']['score'] == pytest.approx(mask_health(best.masks(x), x)['score'], abs=1e-4)
+    assert s['final_health']['score'] > 2 * [r['health']['score'] for r in t.history if 'health' in r][-2]
+
+
+def test_a_run_that_degrades_with_its_rollbacks_spent_goes_on_to_its_end(tiny_config):
+    "A dip after the last rollback no longer stops the run: it trains to its budget, then ends with best.pt's model."
+    t = Trainer(_config(tiny_config, on_degrade='rollback', max_rollbacks=0, name='dip', degrade_patience=1))
+    step, bias = t.generator_step, t.model.F.layers[-1][-1].bias
+    def dip():  # F degenerate at the evaluation at 30 only: its last bias is put back afterwards
+        logs = step()
+        with torch.no_grad():
+            if t.iteration + 1 == 21: t.saved_bias = bias.clone()
+            if t.iteration + 1 == 30: bias.fill_(30.)
+            if t.iteration + 1 == 31: bias.copy_(t.saved_bias)
+        return logs
+    t.generator_step = dip
+    s = t.fit()
+    healths = {r['iter']: r['health']['score'] for r in t.history if 'health' in r and r['iter'] < 60}
+    assert s['degraded_at'] == 30 and s['stopped_by'] == 'iters' and s['iterations'] == 60  # flagged at 30, went on
+    assert healths[30] < 0.5 * healths[20] and min(healths[40], healths[50]) > 0.85 * healths[20]  # a dip, then recovered
+    assert [r['to_iter'] for r in t.history if r.get('event') == 'stop'] == [s['best']['iter']]  # ends with best.pt
+
 
 
 def test_rollback_restores_the_best_weights(tiny_config):
