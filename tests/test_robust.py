@@ -111,7 +111,7 @@ def test_a_degenerating_run_rolls_back_with_halved_learning_rates(tiny_config):
     assert len(events) == 1 and events[0]['iter'] == 40 and events[0]['to_iter'] == s['best']['iter']
     assert s['rollbacks'] == 1 and t.lr_scale == 0.5
     assert all(g['lr'] == pytest.approx(t.base_lrs[k] * 0.5) for k, o in t.opts.items() for g in o.param_groups)
-    # the sabotage goes on: flagged again at 50 and 60 with the rollback spent, the run goes on to its end ...
+    # the sabotage goes on: bad at 50 and 60 (patience 2), flagged at 60 with the rollback spent; the run goes on to its end ...
     assert s['stopped_by'] == 'iters' and s['iterations'] == 60 and s['degraded_at'] == 60
     # ... and ends with best.pt's model, which the last evaluation scores and last.pt holds
     assert [r['to_iter'] for r in t.history if r.get('event') == 'stop'] == [s['best']['iter']] and s['best']['iter'] <= 20
@@ -139,7 +139,6 @@ def test_a_run_that_degrades_with_its_rollbacks_spent_goes_on_to_its_end(tiny_co
     assert s['degraded_at'] == 30 and s['stopped_by'] == 'iters' and s['iterations'] == 60  # flagged at 30, went on
     assert healths[30] < 0.5 * healths[20] and min(healths[40], healths[50]) > 0.85 * healths[20]  # a dip, then recovered
     assert [r['to_iter'] for r in t.history if r.get('event') == 'stop'] == [s['best']['iter']]  # ends with best.pt
-
 
 
 def test_rollback_restores_the_best_weights(tiny_config):
