@@ -61,6 +61,7 @@ class TrainConfig:
     on_degrade: str = 'none'        # when health falls degrade_drop below its best: 'none', 'rollback' or 'stop'
     degrade_drop: float = 0.15      # relative fall of the health score that counts as degrading
     degrade_patience: int = 1       # ... at this many evaluations in a row
+    rollback_lr: float = 1.0        # learning rates x this at each rollback (0.5 until session 22)
     max_rollbacks: int = 1          # rollbacks before a degrading run goes on to its end instead (then best.pt's weights)
     # --- schedule
     iters: int = 40_000
@@ -104,6 +105,7 @@ class TrainConfig:
             if getattr(self, k) < 0: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be >= 0')
         for k in ('ema_f', 'lr_decay', 'degrade_drop'):
             if not 0 <= getattr(self, k) <= 1: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be in [0, 1]')
+        if not 0 < self.rollback_lr <= 1: raise ValueError(f'TrainConfig.rollback_lr={self.rollback_lr} must be in (0, 1]')
         if self.on_degrade == 'rollback' and self.select != 'health':
             raise ValueError("TrainConfig.on_degrade='rollback' returns to best.pt, which needs select='health'")
 

@@ -232,8 +232,8 @@ def _return_to_best(trainer, lr_scale: float):
     set_lrs(trainer)  # the optimisers come back with best.pt's learning rates: set the run's own
 
 def rollback(trainer):
-    "Return to best.pt's weights and optimisers with halved learning rates, and go on."
-    _return_to_best(trainer, trainer.lr_scale / 2)
+    "Return to best.pt's weights and optimisers, learning rates x `rollback_lr`, and go on."
+    _return_to_best(trainer, trainer.lr_scale * trainer.cfg.rollback_lr)
     trainer.rollbacks += 1
     trainer._log({'iter': trainer.iteration, 'event': 'rollback', 'to_iter': trainer.best['iter'], 'lr_scale': trainer.lr_scale})
 

@@ -104,12 +104,12 @@ def test_health_flags_a_degenerating_run_which_stops_with_the_healthy_model(tiny
     assert s['final_health']['score'] == pytest.approx(healths[-1]) and healths[-1] > 2 * healths[-2]
 
 
-def test_a_degenerating_run_rolls_back_with_halved_learning_rates(tiny_config):
-    t = _sabotaged(Trainer(_config(tiny_config, on_degrade='rollback', max_rollbacks=1, name='rollback')), from_iter=21)
+def test_a_degenerating_run_rolls_back_at_rollback_lr(tiny_config):
+    t = _sabotaged(Trainer(_config(tiny_config, on_degrade='rollback', max_rollbacks=1, rollback_lr=0.5, name='rollback')), from_iter=21)
     s = t.fit()
     events = [r for r in t.history if r.get('event') == 'rollback']
     assert len(events) == 1 and events[0]['iter'] == 40 and events[0]['to_iter'] == s['best']['iter']
-    assert s['rollbacks'] == 1 and t.lr_scale == 0.5
+    assert s['rollbacks'] == 1 and t.lr_scale == 0.5 and events[0]['lr_scale'] == 0.5
     assert all(g['lr'] == pytest.approx(t.base_lrs[k] * 0.5) for k, o in t.opts.items() for g in o.param_groups)
     # the sabotage goes on: bad at 50 and 60 (patience 2), flagged at 60 with the rollback spent; the run goes on to its end ...
     assert s['stopped_by'] == 'iters' and s['iterations'] == 60 and s['degraded_at'] == 60
@@ -151,6 +151,8 @@ def test_rollback_restores_the_best_weights(tiny_config):
     rollback(t)
     for k, v in t.model.state_dict().items(): assert torch.equal(v.cpu(), best['model'][k]), k
     assert t.iteration == 10 and t.rollbacks == 1
+    # by default (rollback_lr=1) the run goes on at its own learning rates
+    assert t.lr_scale == 1. and all(g['lr'] == pytest.approx(t.base_lrs[k]) for k, o in t.opts.items() for g in o.param_groups)
 
 
 def test_augmentation_ema_and_their_state_survive_a_checkpoint(tiny_config):
