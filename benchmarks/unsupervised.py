@@ -106,6 +106,23 @@ def summary_table(results, dates=None) -> str:
     return '\n'.join(rows)
 
 
+def budget_table(results, runs, minutes=(10, 20, 30, 60)) -> str:
+    """`runs` ((label, session, data, budget in minutes) of entries of `results`) as a markdown table: F's IoU at the model
+    best.pt would hold had the run's budget been each of `minutes` (the label-free rule replayed on its log), and the
+    iterations made by then."""
+    by = {(r.get('session'), r['dataset'], r['minutes_budget']): r for r in results}
+    rows = [f"| data | run | {' | '.join(f'{m} min: best.pt (iterations)' for m in minutes)} | centred disc |", '|' + '---|' * (3 + len(minutes))]
+    for label, session, data, budget in runs:
+        r = by[session, data, budget]
+        made = {x['iter']: x['minutes'] for x in r['records'] if 'health' in x}
+        def cell(m):
+            if m > budget: return '-'
+            v = verdict(r['records'], upto=m, scaffold=scaffold_of(r['config']))
+            return f"{v['label_free']:.3f} ({max(i for i, t in made.items() if t <= m * 1.02):,})"
+        rows.append(f"| {data} | {label} | {' | '.join(cell(m) for m in minutes)} | {verdict(r['records'])['disc']:.3f} |")
+    return '\n'.join(rows)
+
+
 def replay_degrading(records, drop: float, patience: int = 2, config: dict | None = None):
     """(iteration, F's IoU) of the first evaluation at which `redo_nb.robust.degrading` with `degrade_drop=drop` flags
     a run, replayed on its logged health scores up to its first rollback (after it the run is a different run); None.

@@ -31,6 +31,7 @@ class TrainConfig:
     delta: str = 'shared'           # 'shared': delta's heads sit on D's trunk; 'separate': its own network
     g_norm: str = 'instance'
     init_gain: float = 0.8          # orthogonal initialisation gain
+    net_size: int | None = None     # not in the paper: the networks' side, images resized to it, F's masks back (None: img_size)
     # --- objective and optimisers
     batch_size: int = 25
     lr_g: float = 1e-4
@@ -108,6 +109,12 @@ class TrainConfig:
         if not 0 < self.rollback_lr <= 1: raise ValueError(f'TrainConfig.rollback_lr={self.rollback_lr} must be in (0, 1]')
         if self.on_degrade == 'rollback' and self.select != 'health':
             raise ValueError("TrainConfig.on_degrade='rollback' returns to best.pt, which needs select='health'")
+        if self.net_size is not None and self.net_size <= 0: raise ValueError(f'TrainConfig.net_size={self.net_size} must be positive')
+
+    @property
+    def model_size(self) -> int:
+        "The side the four networks are built and trained at: `net_size`, never above `img_size`."
+        return self.img_size if self.net_size is None else min(self.net_size, self.img_size)
 
     def to_dict(self) -> dict:
         "A JSON-serialisable dict of every field."
@@ -138,7 +145,7 @@ PRESETS = {
         delta='separate', lambda_z_scale=20., lr_f=2e-4, lr_g=4e-4, lr_d=4e-4, lr_delta=4e-4,
         iters=100_000, max_minutes=10., log_every=10, eval_every=250, ckpt_every=250,
         collapse_threshold=0.01, collapse_check_every=250, collapse_check_until=1000, n_val=256,
-        lambda_self=1., self_warmup=250,
+        lambda_self=1., self_warmup=250, net_size=32,
         augment='color,translation', ada_target=0.6, ema_f=0.99, select='health', on_degrade='rollback'),
 }
 

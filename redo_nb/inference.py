@@ -20,7 +20,7 @@ def load_model(path, device='cpu') -> ReDO:
     "The ReDO model stored in checkpoint `path`, in eval mode and channels-last layout, with its config as `.config`."
     ck = load_checkpoint(path)
     c = TrainConfig.from_dict(ck['config'])
-    model = ReDO(n=c.n, img_size=c.img_size, size_z=c.size_z, ch_f=c.ch_f, ch_g=c.ch_g, ch_d=c.ch_d,  # no init: the
+    model = ReDO(n=c.n, img_size=c.model_size, size_z=c.size_z, ch_f=c.ch_f, ch_g=c.ch_g, ch_d=c.ch_d,  # no init: the
                  self_attention=c.self_attention, delta=c.delta, init_gain=None, g_norm=c.g_norm)  # weights are loaded
     model.load_state_dict({'mask_mean': model.mask_mean, **ck['model']})  # checkpoints older than mask_mean: uniform
     if ck.get('F_ema') is not None: model.F.load_state_dict(ck['F_ema'])  # the averaged F is the one evaluated

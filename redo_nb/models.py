@@ -65,9 +65,14 @@ class MaskNet(nn.Module):
     def forward(self, I, return_logits: bool = False):
         "Masks `M` `(B, n, H, W)`; with `return_logits`, `(M, logits)` (logits have 1 channel when n == 2)."
         _check_images(I, 'MaskNet')
-        if I.shape[2] % 4 or I.shape[3] % 4:
-            raise ValueError(f"MaskNet: image height and width must be divisible by 4, got {tuple(I.shape[2:])}")
+        size = I.shape[2:]
+        if min(size) != self.img_size:  # F sees objects at the scale it learned them: resized there, masks back (not in the paper)
+            s = self.img_size / min(size)
+            I = nnf.interpolate(I, size=[max(4, round(d * s / 4) * 4) for d in size], mode='bilinear', antialias=True, align_corners=False)
+        elif size[0] % 4 or size[1] % 4:
+            raise ValueError(f"MaskNet: image height and width must be divisible by 4, got {tuple(size)}")
         logits = self.layers(I)
+        if logits.shape[2:] != size: logits = nnf.interpolate(logits, size=size, mode='bilinear', align_corners=False)
         M = logits_to_masks(logits)
         return (M, logits) if return_logits else M
 
@@ -280,6 +285,11 @@ class ReDO(nn.Module):
         "F(I): masks `(B, n, H, W)`."
         return self.F(I)
 
+    def at_size(self, I):
+        "Images `I` `(B, 3, H, W)` resized to the networks' side `img_size` (antialiased); unchanged when they have it."
+        if I.shape[2:] == (self.img_size, self.img_size): return I
+        return nnf.interpolate(I, size=(self.img_size, self.img_size), mode='bilinear', antialias=True, align_corners=False)
+
     @torch.no_grad()
     def track_mask_mean(self,
                         batch_mean,  # the mean `(n, H, W)` of F's masks over a training batch
@@ -298,6 +308,7 @@ class ReDO(nn.Module):
         "Redraw images `I`: one region per image (`mode='single'`) or every region (`mode='all'`)."
         if mode not in ('single', 'all'):
             raise ValueError(f"ReDO.generate: mode must be 'single' or 'all', got {mode!r}")
+        I = self.at_size(I)  # G and D work at the networks' side
         B = I.shape[0]
         M = self.F(I)
         if mode == 'single':

@@ -16,7 +16,7 @@ from .engine import (resolve_device, resolve_amp, autocast, configure_backends, 
 from .losses import lambda_z, generator_objective, discriminator_objective
 from .models import ReDO
 from .layers import use_fast_layers
-from .data import to_float_image
+from .data import to_float_image, resize_images
 from .datasets import get_dataset
 from .selftrain import mask_terms
 from .robust import apply_augment, augment_for_d, adapt_augment, make_ema, ema_update
@@ -47,7 +47,7 @@ class Trainer:
         g = torch.Generator().manual_seed(cfg.seed)
         self.fixed_idx = torch.randperm(len(self.data), generator=g)[:min(len(self.data), 64)]
         self.health_idx = torch.randperm(len(self.data), generator=g)[:cfg.health_images]  # label-free checks
-        self.images = self.data.images.to(self.device)  # uint8, scaled per batch on the device
+        self.images = resize_images(self.data.images, cfg.model_size).to(self.device)  # uint8, scaled per batch on the device
         self.iteration, self.restarts, self.history, self.best = 0, 0, [], None
         self.elapsed, self._pending, self._log_keys = 0.0, [], None
         self.best_by, self.lr_scale, self.rollbacks, self._bad_evals, self._disc_radius = {}, 1.0, 0, 0, None
@@ -77,7 +77,7 @@ def _build(self: Trainer):
     "(Re)create model, optimisers, grad scalers and the sampling generator for the current restart."
     cfg, dev = self.cfg, self.device
     torch.manual_seed(cfg.seed + 1000 * self.restarts)
-    self.model = ReDO(n=cfg.n, img_size=cfg.img_size, size_z=cfg.size_z, ch_f=cfg.ch_f, ch_g=cfg.ch_g,
+    self.model = ReDO(n=cfg.n, img_size=cfg.model_size, size_z=cfg.size_z, ch_f=cfg.ch_f, ch_g=cfg.ch_g,
                       ch_d=cfg.ch_d, self_attention=cfg.self_attention, delta=cfg.delta,
                       init_gain=cfg.init_gain, g_norm=cfg.g_norm).to(dev)
     use_fast_layers(self.model, cfg.fast)  # fast=False: PyTorch's instance_norm and upsample-then-conv (same numbers)

@@ -150,6 +150,7 @@ def redraw_grid(model, I: torch.Tensor, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)  # independent of any training generator
     was = model.training
     model.eval()
+    I = model.at_size(I)  # every row at the networks' side (TrainConfig.net_size)
     try:
         rows, M = [I], None
         for r in range(model.n):
@@ -249,6 +250,7 @@ def plot_redraw(model, image, k, z):
     z = torch.as_tensor(z, dtype=torch.float32, device=image.device)
     if z.shape != (model.size_z,):
         raise ValueError(f"plot_redraw: z must have shape ({model.size_z},), got {tuple(z.shape)}")
+    image = model.at_size(image[None])[0]  # at the networks' side (TrainConfig.net_size), as the redrawn image
     with _eval_mode(model):
         out = model.generate(image[None], z=z[None], i=torch.tensor([k], device=image.device))
     fig, axs = _grid(1, 3, scale=2.2)

@@ -31,6 +31,20 @@ def test_unlabelled_folder_trains_and_hands_over_best_pt(tmp_path, tiny_config):
     torch.testing.assert_close(M.sum(1), torch.ones(2, 32, 32))
 
 
+def test_networks_train_at_net_size_and_hand_over_masks_at_img_size(tmp_path, tiny_config):
+    "net_size (the cpu preset's 32 px on 64-px photos): the networks train on smaller images, scores and masks are at img_size."
+    photos = fake_photo_folder(tmp_path / 'photos', n=12, size=40, masks=True, subfolder=False)
+    t = Trainer(tiny_config(dataset='folder', root=str(photos), img_size=32, net_size=16, iters=6, eval_every=3,
+                            val_split='train', name='net16', data_kwargs={}))
+    assert t.images.shape[-2:] == (16, 16) and t.model.F.img_size == t.model.G.generators[0].img_size == 16
+    assert t.val_data.images.shape[-2:] == (32, 32)
+    s = t.fit()  # every evaluation scored F's masks against the 32-px labels (evaluate checks their shape)
+    assert [r['iter'] for r in t.history if 'eval' in r] == [3, 6] and s['final']['model']['image']['iou'] > 0
+    model = load_model(Path(s['run_dir']) / 'best.pt')
+    assert model.F.img_size == 16 and model.config.img_size == 32
+    assert model.masks(t.val_data.batch(torch.arange(2))[0]).shape == (2, 2, 32, 32)
+
+
 def _fake_health(monkeypatch, scores):
     "Make the trainer's health score and agreement at its successive evaluations be `scores` [(score, agreement), ...]."
     import redo_nb.train
