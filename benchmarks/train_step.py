@@ -50,7 +50,7 @@ CASES = {
     'paper4': ('paper', dict(batch_size=4)),            # 128 px, the paper's networks, batch 4 (CPU)
     'paper25': ('paper', dict(batch_size=25)),          # the paper's batch (GPU; one or two rounds on a CPU)
     'cpu': ('cpu', dict()),                             # the cpu preset as it is (32 px, batch 16)
-    'cpu64': ('cpu', dict(img_size=64, batch_size=32)),  # the cpu preset's networks at 64 px, batch 32
+    'cpu64': ('cpu', dict(img_size=64, net_size=64, batch_size=32)),  # the cpu preset's networks at 64 px, batch 32
     'tiny': ('paper', dict(img_size=32, batch_size=4, ch_f=8, ch_g=8, ch_d=8)),  # the paper's networks shrunk (gpu_check.py --dry)
 }
 SET = 'with_set'  # the default configuration with the fields given by --set
