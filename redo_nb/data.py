@@ -81,7 +81,7 @@ def to_uint8_image(x: torch.Tensor) -> torch.Tensor:
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 def resize_images(u8: torch.Tensor, size: int, batch_size: int = 256) -> torch.Tensor:
-    "Square uint8 images `(N, 3, S, S)` resized to `size` x `size` (antialiased, a batch at a time); unchanged when S == size."
+    "Square uint8 images `(N, 3, S, S)` resized to `size` x `size`, antialiased, a batch at a time (unchanged if S == size)."
     if u8.shape[-1] == size and u8.shape[-2] == size: return u8
     return torch.cat([to_uint8_image(nnf.interpolate(to_float_image(u8[s:s + batch_size]), size=(size, size), mode='bilinear',
                                                      antialias=True, align_corners=False)) for s in range(0, len(u8), batch_size)])
