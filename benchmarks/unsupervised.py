@@ -107,13 +107,15 @@ def summary_table(results, dates=None) -> str:
 
 
 def budget_table(results, runs, minutes=(10, 20, 30, 60)) -> str:
-    """`runs` ((label, session, data, budget in minutes) of entries of `results`) as a markdown table: F's IoU at the model
-    best.pt would hold had the run's budget been each of `minutes` (the label-free rule replayed on its log), and the
-    iterations made by then."""
-    by = {(r.get('session'), r['dataset'], r['minutes_budget']): r for r in results}
+    """`runs` ((label, session, data, budget in minutes[, run name]) of entries of `results`; the name where a session made
+    several such runs) as a markdown table: F's IoU at the model best.pt would hold had the run's budget been each of
+    `minutes` (the label-free rule replayed on its log), and the iterations made by then."""
     rows = [f"| data | run | {' | '.join(f'{m} min: best.pt (iterations)' for m in minutes)} | centred disc |", '|' + '---|' * (3 + len(minutes))]
-    for label, session, data, budget in runs:
-        r = by[session, data, budget]
+    for label, session, data, budget, *name in runs:
+        found = [r for r in results if (r.get('session'), r['dataset'], r['minutes_budget']) == (session, data, budget)
+                 and (not name or r['name'] == name[0])]
+        if len(found) != 1: raise ValueError(f'budget_table: {len(found)} runs of session {session} on {data} ({budget} min) named {name or "anything"}')
+        r = found[0]
         made = {x['iter']: x['minutes'] for x in r['records'] if 'health' in x}
         def cell(m):
             if m > budget: return '-'

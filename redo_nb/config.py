@@ -63,6 +63,7 @@ class TrainConfig:
     degrade_drop: float = 0.15      # relative fall of the health score that counts as degrading
     degrade_patience: int = 1       # ... at this many evaluations in a row
     rollback_lr: float = 1.0        # learning rates x this at each rollback (0.5 until session 22)
+    lambda_anchor: float = 0.0      # after a rollback, weight of (the object region's share of F's masks - best.pt's)^2 (0: off)
     max_rollbacks: int = 1          # rollbacks before a degrading run goes on to its end instead (then best.pt's weights)
     # --- schedule
     iters: int = 40_000
@@ -102,7 +103,7 @@ class TrainConfig:
         for k in ('img_size', 'size_z', 'batch_size', 'log_every', 'eval_every', 'ckpt_every', 'collapse_check_every',
                   'ada_iters', 'health_images', 'degrade_patience', 'centre_iters'):
             if getattr(self, k) <= 0: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be positive')
-        for k in ('iters', 'lambda_edge', 'lambda_frame', 'lambda_centre', 'edge_warmup', 'lambda_self', 'self_warmup', 'max_rollbacks'):
+        for k in ('iters', 'lambda_edge', 'lambda_frame', 'lambda_centre', 'edge_warmup', 'lambda_self', 'self_warmup', 'max_rollbacks', 'lambda_anchor'):
             if getattr(self, k) < 0: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be >= 0')
         for k in ('ema_f', 'lr_decay', 'degrade_drop'):
             if not 0 <= getattr(self, k) <= 1: raise ValueError(f'TrainConfig.{k}={getattr(self, k)} must be in [0, 1]')
@@ -146,7 +147,7 @@ PRESETS = {
         iters=100_000, max_minutes=10., log_every=10, eval_every=250, ckpt_every=250,
         collapse_threshold=0.01, collapse_check_every=250, collapse_check_until=1000, n_val=256,
         lambda_self=1., self_warmup=250, net_size=32,
-        augment='color,translation', ada_target=0.6, ema_f=0.99, select='health', on_degrade='rollback'),
+        augment='color,translation', ada_target=0.6, ema_f=0.99, select='health', on_degrade='rollback', lambda_anchor=10.),
 }
 
 def get_config(preset: str | None = 'cpu', **overrides) -> TrainConfig:

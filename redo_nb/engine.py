@@ -194,7 +194,8 @@ def training_state(trainer) -> dict:
                 rng=dict(global_=global_rng_state(), generators=gens, world=t.world),
                 F_ema=None if t.F_ema is None else t.F_ema.state_dict(),
                 robust=dict(ada_p=t.ada_p, signs=[float(v) for v in t._signs], lr_scale=t.lr_scale,
-                            rollbacks=t.rollbacks, bad_evals=t._bad_evals, best_by=t.best_by, degraded_at=t.degraded_at))
+                            rollbacks=t.rollbacks, bad_evals=t._bad_evals, best_by=t.best_by, degraded_at=t.degraded_at,
+                            area_anchor=t.area_anchor))
 
 def restore_training_state(trainer, ck: dict):
     "Rebuild `trainer`'s networks and load checkpoint dict `ck`'s weights, optimisers, scalers and small-data state."

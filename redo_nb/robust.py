@@ -16,7 +16,7 @@ from .selftrain import frame_band
 __all__ = ['AUGMENTATIONS', 'SMALLEST_OBJECT', 'NOISE_DROP', 'parse_policy', 'augment_params', 'apply_augment', 'ada_step',
            'make_ema', 'ema_update', 'lr_factor', 'mask_health', 'label_free_better', 'prior_scaffold',
            'label_free_choice', 'plot_health', 'augment_for_d', 'adapt_augment', 'set_lrs', 'health', 'settle_iters',
-           'degrading', 'rollback', 'stop_at_best']
+           'degrading', 'rollback', 'stop_at_best', 'anchor_term']
 
 # %% ../nbs/12_small_data.ipynb #ca5d2216
 AUGMENTATIONS = ('color', 'translation', 'cutout')
@@ -232,12 +232,23 @@ def _return_to_best(trainer, lr_scale: float):
     set_lrs(trainer)  # the optimisers come back with best.pt's learning rates: set the run's own
 
 def rollback(trainer):
-    "Return to best.pt's weights and optimisers, learning rates x `rollback_lr`, and go on."
+    "Return to best.pt's weights and optimisers, learning rates x `rollback_lr`, anchor the object's share there, and go on."
     _return_to_best(trainer, trainer.lr_scale * trainer.cfg.rollback_lr)
     trainer.rollbacks += 1
-    trainer._log({'iter': trainer.iteration, 'event': 'rollback', 'to_iter': trainer.best['iter'], 'lr_scale': trainer.lr_scale})
+    h = next(r['health'] for r in reversed(trainer.history) if 'health' in r and r['iter'] == trainer.best['iter'])
+    trainer.area_anchor = (h['object_region'], h['object_area'])
+    trainer._log({'iter': trainer.iteration, 'event': 'rollback', 'to_iter': trainer.best['iter'], 'lr_scale': trainer.lr_scale,
+                  'anchor': trainer.area_anchor})
 
 def stop_at_best(trainer):
     "End a run that degraded with best.pt's weights, so that last.pt and the final evaluation are the model to use."
     _return_to_best(trainer, trainer.lr_scale)
     trainer._log({'iter': trainer.iteration, 'event': 'stop', 'to_iter': trainer.best['iter']})
+
+# %% ../nbs/12_small_data.ipynb #anchorfn1
+def anchor_term(trainer, M: torch.Tensor) -> torch.Tensor | float:
+    "`lambda_anchor` x (the anchored region's mean share of the masks `M` (B, n, H, W) - best.pt's)^2; 0 before a rollback."
+    lam, anchor = trainer.cfg.lambda_anchor, trainer.area_anchor
+    if not lam or anchor is None: return 0.
+    o, a = anchor
+    return lam * (M[:, o].float().mean() - a) ** 2

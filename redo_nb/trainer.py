@@ -19,7 +19,7 @@ from .layers import use_fast_layers
 from .data import to_float_image, resize_images
 from .datasets import get_dataset
 from .selftrain import mask_terms
-from .robust import apply_augment, augment_for_d, adapt_augment, make_ema, ema_update
+from .robust import apply_augment, augment_for_d, adapt_augment, make_ema, ema_update, anchor_term
 
 # %% auto #0
 __all__ = ['Trainer', 'generator_step', 'discriminator_step', 'region_areas', 'collapsed', 'restart', 'save_checkpoint', 'resume']
@@ -52,6 +52,7 @@ class Trainer:
         self.elapsed, self._pending, self._log_keys = 0.0, [], None
         self.best_by, self.lr_scale, self.rollbacks, self._bad_evals, self._disc_radius = {}, 1.0, 0, 0, None
         self.degraded_at = None  # the iteration at which the run degraded with its rollbacks spent (robust.stop_at_best)
+        self.area_anchor = None  # (region, share of the image) F's masks are held at after a rollback (robust.anchor_term)
         self._build()
         if self.rank == 0:
             for stale in self.run_dir.glob('.*.tmp'): stale.unlink()  # half-written files of a killed run
@@ -173,6 +174,7 @@ def generator_step(self: Trainer) -> dict:
             loss, logs, M = self._g_forward(I, z, i, aug)
         self._track_mask_mean(M)
         loss, logs = mask_terms(self, loss, logs, M, I)  # beyond the paper; adds nothing with the paper's settings
+        loss = loss + anchor_term(self, M)  # beyond the paper: 0 until a rollback with lambda_anchor on
         scaler = self.scalers['G']
         scaler.scale(loss).backward()
     finally:
@@ -242,7 +244,7 @@ def restart(self: Trainer):
     self._build()
     # beyond the paper: the health rule judges the new start against its own best, not the collapsed start's
     for k in ('peak', 'health'): self.best_by.pop(k, None)
-    self._bad_evals, self.lr_scale, self.rollbacks, self.degraded_at = 0, 1.0, 0, None
+    self._bad_evals, self.lr_scale, self.rollbacks, self.degraded_at, self.area_anchor = 0, 1.0, 0, None, None
 
 Trainer.region_areas, Trainer.collapsed, Trainer.restart = region_areas, collapsed, restart
 
@@ -289,6 +291,7 @@ def resume(self: Trainer, path):
     restore_training_state(self, ck)
     r = ck.get('robust', {})
     self.lr_scale, self.rollbacks, self.degraded_at = r.get('lr_scale', 1.), r.get('rollbacks', 0), r.get('degraded_at')
+    self.area_anchor = r.get('area_anchor')
     self._bad_evals, self.best_by = r.get('bad_evals', 0), r.get('best_by', {})
     self.iteration, self.best, self.history = ck['iteration'], ck['best'], ck['history']
     self.elapsed, self._pending = ck['elapsed'], []

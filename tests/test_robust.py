@@ -7,7 +7,7 @@ import torch
 
 from redo_nb.engine import load_checkpoint
 from redo_nb.inference import load_model
-from redo_nb.robust import label_free_choice, mask_health
+from redo_nb.robust import label_free_choice, mask_health, rollback
 from redo_nb.testing import fake_photo_folder
 from redo_nb.train import Trainer
 from redo_nb.viz import load_metrics
@@ -134,6 +134,26 @@ def test_a_degenerating_run_rolls_back_at_rollback_lr(tiny_config):
     torch.testing.assert_close(last.masks(x), best.masks(x))
     assert s['final_health']['score'] == pytest.approx(mask_health(best.masks(x), x)['score'], abs=1e-4)
     assert s['final_health']['score'] > 2 * [r['health']['score'] for r in t.history if 'health' in r][-2]
+    h = next(r['health'] for r in t.history if r['iter'] == s['best']['iter'] and 'health' in r)
+    assert t.area_anchor == (h['object_region'], h['object_area']) == tuple(events[0]['anchor'])  # best.pt's object share
+    assert load_checkpoint(run / 'last.pt')['robust']['area_anchor'] == t.area_anchor  # a resumed run keeps it
+
+
+def test_the_anchor_holds_the_object_share_after_a_rollback(tiny_config):
+    "With `lambda_anchor`, F's steps after a rollback pull the object region's share back to best.pt's; without, they do not."
+    def share_after_rollback(lam):
+        t = Trainer(_config(tiny_config, on_degrade='rollback', lambda_anchor=lam, iters=20, name=f'anchor{lam}'))
+        t.fit(); rollback(t)
+        o, a = t.area_anchor
+        t.area_anchor = (o, a - 0.3)  # as if best.pt's object had covered 30% less of the image
+        for g in t.opts['F'].param_groups: g['lr'] = 5e-3  # a few large steps instead of hundreds
+        for _ in range(15): t.generator_step()
+        x = t._scale(t.images[t.health_idx])
+        with torch.no_grad(): share = t.model.F(x)[:, o].mean().item()
+        return a - 0.3, share, a
+    target, held, before = share_after_rollback(1000.)
+    _, free, _ = share_after_rollback(0.)
+    assert abs(held - target) < abs(free - target) - 0.1 and held < before - 0.1
 
 
 def test_a_run_that_degrades_with_its_rollbacks_spent_goes_on_to_its_end(tiny_config):
