@@ -235,8 +235,10 @@ def rollback(trainer):
     "Return to best.pt's weights and optimisers, learning rates x `rollback_lr`, anchor the object's share there, and go on."
     _return_to_best(trainer, trainer.lr_scale * trainer.cfg.rollback_lr)
     trainer.rollbacks += 1
-    h = next(r['health'] for r in reversed(trainer.history) if 'health' in r and r['iter'] == trainer.best['iter'])
-    trainer.area_anchor = (h['object_region'], h['object_area'])
+    anchor = [next(((r['health']['object_region'], r['health']['object_area']) for r in reversed(trainer.history)
+                    if 'health' in r and r['iter'] == trainer.best['iter']), None)]  # evaluations are logged on rank 0 only
+    if trainer.world > 1: dist.broadcast_object_list(anchor, 0)
+    trainer.area_anchor = anchor[0]
     trainer._log({'iter': trainer.iteration, 'event': 'rollback', 'to_iter': trainer.best['iter'], 'lr_scale': trainer.lr_scale,
                   'anchor': trainer.area_anchor})
 

@@ -86,6 +86,33 @@ def test_two_processes_stay_in_sync(tmp_path, tiny):
     assert load_checkpoint(tmp_path / 'ddp' / 'last.pt')['iteration'] == 3
 
 
+DDP_ROLLBACK_SCRIPT = '''
+import sys, torch, torch.distributed as dist
+from redo_nb.config import get_config
+from redo_nb.robust import rollback
+from redo_nb.train import Trainer
+cfg = get_config('paper', out_dir=sys.argv[1], name='ddp', iters=3, select='health', on_degrade='rollback', lambda_anchor=10., **{tiny!r})
+t = Trainer(cfg)
+t.fit()
+rollback(t)  # as a degrading run does, on every rank
+t.generator_step()
+torch.save(dict(anchor=t.area_anchor, w=torch.cat([p.detach().flatten() for p in t.model.parameters()])), f'{{sys.argv[1]}}/rank{{t.rank}}.pt')
+dist.destroy_process_group()
+'''
+
+
+def test_two_processes_roll_back_to_the_same_anchor(tmp_path, tiny):
+    "Evaluations are logged on rank 0 only: a rollback gives every rank rank 0's anchor, and the ranks stay in sync."
+    script = tmp_path / 'ddp.py'
+    script.write_text(DDP_ROLLBACK_SCRIPT.format(tiny=tiny(**{**RUN, 'eval_every': 3, 'ckpt_every': 3, 'batch_size': 16})))
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script), str(tmp_path)]
+    r = subprocess.run(cmd, env=ENV, timeout=180, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f'rank{k}.pt') for k in (0, 1))
+    assert r0['anchor'] is not None and r0['anchor'] == r1['anchor']
+    assert torch.equal(r0['w'], r1['w'])
+
+
 def test_average_gradients_sends_the_same_buffer_when_a_region_was_not_drawn(monkeypatch):
     "Every rank all-reduces a buffer of the same size whatever gradients it lacks; a gradient no rank has stays None."
     from redo_nb import engine
